@@ -1,0 +1,30 @@
+import dagster as dg
+
+from mltrading_assets.assets.symbol_batch import process_symbols
+from mltrading_assets.partitions import symbol_batches, symbol_partitions
+from mltrading_assets.resources import BarSourceResource, PostgresResource, ProcessingResource
+from mltrading_assets.symbol_work import load_market_data
+
+
+@dg.asset(
+    partitions_def=symbol_partitions,
+    backfill_policy=symbol_batches,
+    output_required=False,
+    group_name="market",
+    kinds={"postgres", "pandas"},
+    owners=["team:mltrading"],
+    retry_policy=dg.RetryPolicy(
+        max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    ),
+    description=(
+        "Hourly OHLCV bars per symbol in public.market_data (bar start in UTC). A new symbol "
+        "gets a year of history; later runs fetch what is missing plus a few days of overlap."
+    ),
+)
+def market_data(
+    context: dg.AssetExecutionContext,
+    database: PostgresResource,
+    source: BarSourceResource,
+    processing: ProcessingResource,
+):
+    yield from process_symbols(context, load_market_data, database, source, processing)

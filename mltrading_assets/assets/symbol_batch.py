@@ -1,0 +1,119 @@
+"""Shared body of the symbol-partitioned assets: one run, many symbols, each isolated.
+
+Each symbol that succeeds is recorded as a materialization of its own partition, with its
+own metadata; failed symbols are named in a ``Failure`` at the end, which leaves their
+partitions FAILED in the UI (and the good ones materialized) so a re-run picks them up.
+"""
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from mltrading_assets.isolation import SymbolOutcome, run_isolated
+from mltrading_assets.resources import BarSourceResource, PostgresResource, ProcessingResource
+from mltrading_assets.sources import InvalidSymbolError, validate_symbol
+from mltrading_assets.symbol_work import WorkSpec, init_worker
+
+# Failures a retry can cure; bad input fails again, so it does not trigger a retry.
+RETRYABLE_KINDS = {"transient", "timeout", "crashed"}
+
+
+def _metadata(details: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for key, value in details.items():
+        if key in ("first_bar", "last_bar"):
+            if value is not None:
+                metadata[key] = dg.MetadataValue.timestamp(pd.Timestamp(value))
+        elif value is not None:
+            metadata[key] = value
+    return metadata
+
+
+def _checked_symbols(context: dg.AssetExecutionContext) -> list[str]:
+    symbols = list(context.partition_keys)
+    if not symbols:
+        # A reversed partition range resolves to zero keys without complaint.
+        raise dg.Failure("this run selected no symbol partitions (empty or reversed range)")
+    # Dagster does not validate partition keys logged with materializations: we do.
+    bad = []
+    for symbol in symbols:
+        try:
+            validate_symbol(symbol)
+        except InvalidSymbolError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise dg.Failure("invalid symbol partitions: " + "; ".join(bad), allow_retries=False)
+    return symbols
+
+
+def process_symbols(
+    context: dg.AssetExecutionContext,
+    task: Callable[[str], dict[str, Any]],
+    database: PostgresResource,
+    source: BarSourceResource,
+    processing: ProcessingResource,
+) -> Iterator[dg.Output]:
+    """Run ``task`` for every symbol of the run's partitions and report each one."""
+    symbols = _checked_symbols(context)
+    spec = WorkSpec(
+        database_url=database.url,
+        source=source.source_config(),
+        history_days=source.history_days,
+        overlap_days=source.overlap_days,
+        feature_set=processing.feature_set,
+        faults=processing.faults(),
+    )
+    workers = min(processing.worker_count(), len(symbols))
+    context.log.info(
+        f"processing {len(symbols)} symbols ({symbols[0]} … {symbols[-1]}) from source "
+        f"{source.kind!r} with {workers} worker processes"
+    )
+    failures: list[SymbolOutcome] = []
+    rows = 0
+    step = max(1, len(symbols) // 10)
+    outcomes = run_isolated(
+        task,
+        symbols,
+        initializer=init_worker,
+        initargs=(spec,),
+        workers=workers,
+        timeout_seconds=processing.symbol_timeout_seconds,
+        max_tasks=processing.max_symbols_per_worker,
+    )
+    for done, outcome in enumerate(outcomes, start=1):
+        if outcome.ok:
+            rows += int(outcome.details.get("rows_written", 0))
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=outcome.symbol,
+                    metadata=_metadata(outcome.details),
+                )
+            )
+        else:
+            failures.append(outcome)
+            context.log.error(f"{outcome.symbol} failed ({outcome.kind}): {outcome.error}")
+        if done % step == 0 or done == len(symbols):
+            context.log.info(
+                f"{done}/{len(symbols)} symbols done, {len(failures)} failed, {rows} rows written"
+            )
+    if failures:
+        kinds = Counter(f.kind for f in failures)
+        raise dg.Failure(
+            description=(
+                f"{len(failures)} of {len(symbols)} symbols failed "
+                f"({', '.join(f'{n} {k}' for k, n in kinds.items())}): "
+                + "; ".join(f"{f.symbol}: {f.error}" for f in failures[:20])
+            ),
+            metadata={
+                "failed_symbols": dg.MetadataValue.json({f.symbol: f.error for f in failures}),
+                "succeeded": len(symbols) - len(failures),
+            },
+            allow_retries=set(kinds) <= RETRYABLE_KINDS,
+        )
+    # No Output: each partition was recorded above with its own metadata. (An Output would
+    # record every partition of the range a second time, without it.)
+    yield from ()

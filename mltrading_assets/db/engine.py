@@ -1,0 +1,39 @@
+"""Engines and URLs: one ``MLTRADING_DATABASE_URL`` serves the app and Dagster's storage."""
+
+import sqlalchemy as sa
+
+DAGSTER_SCHEMA = "dagster"
+APP_SCHEMA = "public"
+
+
+def _psycopg2(url: str | sa.URL) -> sa.URL:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(
+            f"MLTRADING_DATABASE_URL must be a postgresql:// URL, got {parsed.drivername!r}"
+        )
+    # SQLAlchemy may pick psycopg 3 for a bare postgresql:// URL; both we and Dagster use psycopg2.
+    return parsed.set(drivername="postgresql+psycopg2")
+
+
+def create_app_engine(
+    url: str, pool_size: int = 5, application_name: str = "mltrading"
+) -> sa.Engine:
+    """Engine for the application tables, with a hard bound on its connections."""
+    return sa.create_engine(
+        _psycopg2(url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        connect_args={"application_name": application_name},
+    )
+
+
+def dagster_storage_url(url: str, schema: str = DAGSTER_SCHEMA) -> str:
+    """The same database, with Dagster's tables kept in their own schema via search_path."""
+    parsed = _psycopg2(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return parsed.render_as_string(hide_password=False)
+
+
+def redacted(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,60 @@
+"""SQLAlchemy Core view of the tables that ``sql/`` creates (a test keeps the two in step)."""
+
+import sqlalchemy as sa
+
+from mltrading_assets.features.contract import ALL_FEATURE_COLUMNS, INTEGER_COLUMNS
+
+metadata = sa.MetaData(schema="public")
+
+BAR_KEY = ["symbol", "timestamp", "source"]
+
+
+def _key_columns() -> list[sa.Column]:
+    return [
+        sa.Column("symbol", sa.Text, nullable=False),
+        sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+    ]
+
+
+def _audit_columns() -> list[sa.Column]:
+    return [
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    ]
+
+
+stock_info = sa.Table(
+    "stock_info",
+    metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text),
+    sa.Column("exchange", sa.Text),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("added_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+BAR_VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
+market_data = sa.Table(
+    "market_data",
+    metadata,
+    *_key_columns(),
+    *[sa.Column(name, sa.Float(53)) for name in BAR_VALUE_COLUMNS],
+    *_audit_columns(),
+)
+
+FEATURE_BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
+FEATURE_META_COLUMNS = ["feature_set", "feature_version"]
+feature_engineered_data = sa.Table(
+    "feature_engineered_data",
+    metadata,
+    *_key_columns(),
+    *[sa.Column(name, sa.Float(53)) for name in FEATURE_BAR_COLUMNS],
+    *[
+        sa.Column(name, sa.SmallInteger if name in INTEGER_COLUMNS else sa.Float(53))
+        for name in ALL_FEATURE_COLUMNS
+    ],
+    *[sa.Column(name, sa.Text, nullable=False) for name in FEATURE_META_COLUMNS],
+    *_audit_columns(),
+)

@@ -1,0 +1,49 @@
+"""The whole system at a glance: assets, jobs, resources and the executor."""
+
+import dagster as dg
+
+from mltrading_assets.assets import feature_engineered_data, market_data
+from mltrading_assets.jobs import features_job, market_data_job
+from mltrading_assets.resources import (
+    BarSourceResource,
+    PostgresResource,
+    ProcessingResource,
+    env_or,
+)
+
+# Forkserver with preloaded modules: a step starts in ~0.4 s instead of ~1 s (spawn).
+# Set here, not in run config: run config was seen ignored for partition-tagged runs.
+executor = dg.multiprocess_executor.configured(
+    {
+        "max_concurrent": 2,
+        "start_method": {
+            "forkserver": {
+                "preload_modules": [
+                    "mltrading_assets.definitions",
+                    "pandas",
+                    "talib",
+                    "dagster_postgres",
+                ]
+            }
+        },
+    }
+)
+
+defs = dg.Definitions(
+    assets=[market_data, feature_engineered_data],
+    jobs=[market_data_job, features_job],
+    resources={
+        "database": PostgresResource(url=dg.EnvVar("MLTRADING_DATABASE_URL")),
+        "source": BarSourceResource(
+            kind=env_or("MLTRADING_SOURCE", "synthetic"),
+            csv_dir=env_or("MLTRADING_CSV_DIR", ""),
+            as_of=env_or("MLTRADING_SYNTHETIC_AS_OF", ""),
+        ),
+        "processing": ProcessingResource(
+            workers=env_or("MLTRADING_WORKERS", 0),
+            feature_set=env_or("MLTRADING_FEATURE_SET", "core"),
+            fault_injection=env_or("MLTRADING_FAULT_INJECTION", ""),
+        ),
+    },
+    executor=executor,
+)

@@ -1,0 +1,48 @@
+"""Pure feature library: DataFrame in, DataFrame out. No Dagster import, notebook-friendly."""
+
+import numpy as np
+import pandas as pd
+
+from mltrading_assets.features.contract import (
+    ALL_FEATURE_COLUMNS,
+    CORE_COLUMNS,
+    FEATURE_VERSION,
+    LOOKBACK_BARS,
+    columns_for,
+)
+from mltrading_assets.features.core import core_features
+from mltrading_assets.features.extended import extended_features
+
+__all__ = [
+    "ALL_FEATURE_COLUMNS",
+    "CORE_COLUMNS",
+    "FEATURE_VERSION",
+    "LOOKBACK_BARS",
+    "compute_features",
+]
+
+_REQUIRED = ["open", "high", "low", "close", "volume"]
+
+
+def compute_features(bars: pd.DataFrame, feature_set: str = "core") -> pd.DataFrame:
+    """Compute the feature contract for the hourly bars of one symbol.
+
+    ``bars`` is indexed by UTC bar start, sorted, with columns ``open high low close volume``.
+    Returns a frame on the same index with exactly the contract's columns of ``feature_set``;
+    undefined values (warm-up, division by zero) are NaN, never inf.
+    """
+    columns = columns_for(feature_set)
+    missing = [c for c in _REQUIRED if c not in bars.columns]
+    if missing:
+        raise ValueError(f"bars are missing columns: {', '.join(missing)}")
+    if not isinstance(bars.index, pd.DatetimeIndex) or bars.index.tz is None:
+        raise ValueError("bars must be indexed by a timezone-aware DatetimeIndex (UTC bar start)")
+    if not bars.index.is_monotonic_increasing:
+        raise ValueError("bars must be sorted by bar start")
+
+    values = core_features(bars)
+    if feature_set == "extended":
+        values.update(extended_features(bars))
+    frame = pd.DataFrame({name: values[name] for name in columns}, index=bars.index)
+    frame = frame.astype("float64")
+    return frame.replace([np.inf, -np.inf], np.nan)

@@ -1,0 +1,43 @@
+"""NYSE trading sessions from an exchange calendar (holidays and early closes included)."""
+
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+NEW_YORK = "America/New_York"
+_CALENDAR_START = "1990-01-01"
+
+
+@lru_cache(maxsize=1)
+def nyse_calendar() -> xcals.ExchangeCalendar:
+    # Built once per process (~0.25 s): wide enough for the long daily histories users load.
+    end = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=366)).strftime("%Y-%m-%d")
+    return xcals.get_calendar("XNYS", start=_CALENDAR_START, end=end)
+
+
+def session_bounds(timestamps: pd.DatetimeIndex) -> tuple[pd.Series, pd.Series]:
+    """Open and close (UTC) of the NYSE session on each timestamp's New York date.
+
+    Dates that are not trading days get NaT for both.
+    """
+    schedule = nyse_calendar().schedule
+    local_dates = timestamps.tz_convert(NEW_YORK).tz_localize(None).normalize()
+    opens = schedule["open"].reindex(local_dates)
+    closes = schedule["close"].reindex(local_dates)
+    return opens.set_axis(timestamps), closes.set_axis(timestamps)
+
+
+def is_in_regular_session(timestamps: pd.DatetimeIndex) -> pd.Series:
+    """True where the bar starts inside the NYSE regular session of a trading day."""
+    opens, closes = session_bounds(timestamps)
+    values = pd.Series(timestamps, index=timestamps)
+    return (values >= opens) & (values < closes)
+
+
+def sessions_between(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The NYSE schedule (columns ``open``, ``close`` in UTC) of sessions from start to end."""
+    schedule = nyse_calendar().schedule
+    start_day = start.tz_convert(NEW_YORK).tz_localize(None).normalize()
+    end_day = end.tz_convert(NEW_YORK).tz_localize(None).normalize()
+    return schedule.loc[start_day:end_day, ["open", "close"]]

@@ -1,0 +1,50 @@
+"""Dagster storage in its own PostgreSQL schema, from the app's single database URL.
+
+dagster-postgres has no schema setting; a ``search_path`` option on its connections puts all
+of Dagster's tables into ``dagster``, and this class derives that URL from
+``MLTRADING_DATABASE_URL`` so users configure one setting, not two. ``dagster.yaml`` names it
+under ``storage: custom:``.
+"""
+
+import sqlalchemy as sa
+from dagster import Field, StringSource
+from dagster._core.storage.config import pg_config
+from dagster._serdes import ConfigurableClassData
+from dagster_postgres import DagsterPostgresStorage
+from dagster_postgres.utils import pg_url_from_config
+
+from mltrading_assets.db.engine import DAGSTER_SCHEMA, dagster_storage_url
+
+
+def ensure_schema(url: str, schema: str) -> None:
+    # dagster-postgres fails with InvalidSchemaName if the schema does not exist yet.
+    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    finally:
+        engine.dispose()
+
+
+class SchemaScopedPostgresStorage(DagsterPostgresStorage):
+    """``DagsterPostgresStorage`` whose tables live in ``schema`` (default ``dagster``)."""
+
+    @classmethod
+    def config_type(cls):
+        return {
+            **pg_config(),
+            "schema": Field(StringSource, is_required=False, default_value=DAGSTER_SCHEMA),
+        }
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value
+    ) -> "SchemaScopedPostgresStorage":
+        schema = config_value.get("schema", DAGSTER_SCHEMA)
+        base_url = pg_url_from_config(config_value)
+        ensure_schema(base_url, schema)
+        return cls(
+            inst_data=inst_data,
+            postgres_url=dagster_storage_url(base_url, schema),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+        )

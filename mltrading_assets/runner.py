@@ -1,0 +1,67 @@
+"""Launch batched, symbol-ranged runs from Python (CLI, tests, benchmark), through the real
+executor: each run's steps go through the multiprocess executor, exactly as in production."""
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from mltrading_assets.partitions import (
+    SYMBOLS_PER_RUN,
+    contiguous_ranges,
+    range_tags,
+    symbol_partitions,
+)
+
+
+def market_data_job_def() -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return defs.resolve_job_def("market_data_job")
+
+
+def features_job_def() -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return defs.resolve_job_def("features_job")
+
+
+JOBS = {"market_data": market_data_job_def, "features": features_job_def}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    first: str
+    last: str
+    success: bool
+
+
+def register_partitions(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
+    """Add the symbols that are not partitions yet (one call for all); returns those added."""
+    existing = set(instance.get_dynamic_partitions(symbol_partitions.name))
+    new = [s for s in symbols if s not in existing]
+    if new:
+        instance.add_dynamic_partitions(symbol_partitions.name, new)
+    return new
+
+
+def materialize(
+    instance: dg.DagsterInstance,
+    asset: str,
+    symbols: list[str],
+    symbols_per_run: int = SYMBOLS_PER_RUN,
+    tags: dict[str, str] | None = None,
+) -> list[RunSummary]:
+    """Materialize ``asset`` ("market_data" or "features") for ``symbols`` in ranged runs."""
+    ordered = instance.get_dynamic_partitions(symbol_partitions.name)
+    unknown = sorted(set(symbols) - set(ordered))
+    if unknown:
+        raise ValueError(f"not registered as partitions: {', '.join(unknown)}")
+    job = dg.reconstructable(JOBS[asset])
+    summaries = []
+    for first, last in contiguous_ranges(ordered, symbols, symbols_per_run):
+        with dg.execute_job(
+            job, instance=instance, tags={**range_tags(first, last), **(tags or {})}
+        ) as result:
+            summaries.append(RunSummary(result.run_id, first, last, result.success))
+    return summaries

@@ -1,0 +1,26 @@
+"""What a symbol may look like: validated before it reaches a source, a partition or SQL."""
+
+import re
+
+from mltrading_assets.sources.errors import InvalidSymbolError
+
+# Yahoo tickers: letters, digits and . - ^ = (BRK-B, ^GSPC, EURUSD=X, ASAI.L).
+_SYMBOL = re.compile(r"[A-Z0-9.\-^=]{1,15}")
+
+
+def validate_symbol(symbol: str) -> str:
+    """Return ``symbol`` unchanged if it is 1-15 characters of ``A-Z 0-9 . - ^ =``."""
+    if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol):
+        raise InvalidSymbolError(
+            f"invalid symbol {symbol!r}: use 1-15 characters of A-Z, 0-9, '.', '-', '^', '=' "
+            "(upper case, as Yahoo Finance writes tickers, e.g. AAPL, BRK-B, ^GSPC)"
+        )
+    return symbol
+
+
+def normalize_symbols(symbols: list[str]) -> list[str]:
+    """Upper-case, strip and validate user-typed symbols, keeping order and dropping repeats."""
+    seen: dict[str, None] = {}
+    for raw in symbols:
+        seen[validate_symbol(raw.strip().upper())] = None
+    return list(seen)

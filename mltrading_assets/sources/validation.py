@@ -1,0 +1,53 @@
+"""Bar validation: a source's output either passes whole or is rejected with every reason."""
+
+import numpy as np
+import pandas as pd
+
+from mltrading_assets.sources.errors import BadBarsError
+
+BAR_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
+PRICE_COLUMNS = ["open", "high", "low", "close"]
+
+
+def _examples(index: pd.Index, mask: np.ndarray, limit: int = 3) -> str:
+    picked = [str(ts) for ts in index[mask][:limit]]
+    more = int(mask.sum()) - len(picked)
+    return ", ".join(picked) + (f" (+{more} more)" if more > 0 else "")
+
+
+def validate_bars(bars: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """Check normalized bars and return them sorted; raise ``BadBarsError`` naming each problem.
+
+    Bars are indexed by tz-aware bar start with columns ``BAR_COLUMNS``.
+    """
+    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
+    if missing:
+        raise BadBarsError(f"{symbol}: bars are missing columns {missing}")
+    if not isinstance(bars.index, pd.DatetimeIndex):
+        raise BadBarsError(f"{symbol}: bars are not indexed by timestamps")
+    if bars.index.tz is None:
+        raise BadBarsError(
+            f"{symbol}: timestamps have no time zone; cannot tell which hour a bar starts"
+        )
+    bars = bars.sort_index()
+    index = bars.index
+    problems = []
+    duplicated = index.duplicated(keep=False)
+    if duplicated.any():
+        problems.append(f"duplicate timestamps at {_examples(index, duplicated)}")
+    prices = bars[PRICE_COLUMNS].to_numpy(dtype=float)
+    nan = np.isnan(prices).any(axis=1) | bars["volume"].isna().to_numpy()
+    if nan.any():
+        problems.append(f"missing (NaN) prices or volume at {_examples(index, nan)}")
+    non_positive = (prices <= 0).any(axis=1)
+    if non_positive.any():
+        problems.append(f"zero or negative prices at {_examples(index, non_positive)}")
+    inverted = bars["high"].to_numpy() < bars["low"].to_numpy()
+    if inverted.any():
+        problems.append(f"high below low at {_examples(index, inverted)}")
+    negative_volume = bars["volume"].to_numpy() < 0
+    if negative_volume.any():
+        problems.append(f"negative volume at {_examples(index, negative_volume)}")
+    if problems:
+        raise BadBarsError(f"{symbol}: rejected {len(bars)} bars: " + "; ".join(problems))
+    return bars.tz_convert("UTC")

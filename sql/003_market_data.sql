@@ -1,0 +1,18 @@
+-- Hourly OHLCV bars; "timestamp" is the bar start in UTC.
+CREATE TABLE IF NOT EXISTS public.market_data (
+    symbol      TEXT NOT NULL,
+    "timestamp" TIMESTAMPTZ NOT NULL,
+    source      TEXT NOT NULL,
+    open        DOUBLE PRECISION NOT NULL CHECK (open > 0),
+    high        DOUBLE PRECISION NOT NULL CHECK (high > 0),
+    low         DOUBLE PRECISION NOT NULL CHECK (low > 0),
+    close       DOUBLE PRECISION NOT NULL CHECK (close > 0),
+    adj_close   DOUBLE PRECISION,
+    volume      DOUBLE PRECISION NOT NULL CHECK (volume >= 0),
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT market_data_bar_key UNIQUE (symbol, "timestamp", source),
+    CONSTRAINT market_data_high_low CHECK (high >= low)
+);
+
+CREATE INDEX IF NOT EXISTS market_data_time_idx ON public.market_data ("timestamp");
