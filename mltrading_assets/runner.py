@@ -51,8 +51,13 @@ def materialize(
     symbols: list[str],
     symbols_per_run: int = SYMBOLS_PER_RUN,
     tags: dict[str, str] | None = None,
+    run_config: dict | None = None,
+    log_level: str = "INFO",
 ) -> list[RunSummary]:
-    """Materialize ``asset`` ("market_data" or "features") for ``symbols`` in ranged runs."""
+    """Materialize ``asset`` ("market_data" or "features") for ``symbols`` in ranged runs.
+
+    ``run_config`` replaces a resource's whole configuration (e.g. a pinned synthetic clock).
+    """
     ordered = instance.get_dynamic_partitions(symbol_partitions.name)
     unknown = sorted(set(symbols) - set(ordered))
     if unknown:
@@ -61,7 +66,13 @@ def materialize(
     summaries = []
     for first, last in contiguous_ranges(ordered, symbols, symbols_per_run):
         with dg.execute_job(
-            job, instance=instance, tags={**range_tags(first, last), **(tags or {})}
+            job,
+            instance=instance,
+            tags={**range_tags(first, last), **(tags or {})},
+            run_config={
+                **(run_config or {}),
+                "loggers": {"console": {"config": {"log_level": log_level}}},
+            },
         ) as result:
             summaries.append(RunSummary(result.run_id, first, last, result.success))
     return summaries

@@ -3,6 +3,7 @@
 from functools import lru_cache
 
 import exchange_calendars as xcals
+import numpy as np
 import pandas as pd
 
 NEW_YORK = "America/New_York"
@@ -28,11 +29,13 @@ def session_bounds(timestamps: pd.DatetimeIndex) -> tuple[pd.Series, pd.Series]:
     return opens.set_axis(timestamps), closes.set_axis(timestamps)
 
 
-def is_in_regular_session(timestamps: pd.DatetimeIndex) -> pd.Series:
+def is_in_regular_session(timestamps: pd.DatetimeIndex) -> np.ndarray:
     """True where the bar starts inside the NYSE regular session of a trading day."""
     opens, closes = session_bounds(timestamps)
-    values = pd.Series(timestamps, index=timestamps)
-    return (values >= opens) & (values < closes)
+    stamps = timestamps.as_unit("ns").asi8
+    open_ns = pd.DatetimeIndex(opens).as_unit("ns").asi8
+    close_ns = pd.DatetimeIndex(closes).as_unit("ns").asi8
+    return opens.notna().to_numpy() & (stamps >= open_ns) & (stamps < close_ns)
 
 
 def sessions_between(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

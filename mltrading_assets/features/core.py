@@ -42,11 +42,11 @@ def basic_price(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.
 def time_features(index: pd.DatetimeIndex) -> dict:
     local = index.tz_convert(NEW_YORK)
     hour = local.hour.to_numpy(dtype=float)
-    day_of_week = local.dayofweek.to_numpy(dtype=float)
+    day_of_week = local.day_of_week.to_numpy(dtype=float)
     return {
         "hour": hour,
         "day_of_week": day_of_week,
-        "is_market_open": is_in_regular_session(index).to_numpy(dtype=float),
+        "is_market_open": is_in_regular_session(index).astype(float),
         "hour_sin": np.sin(2 * np.pi * hour / 24),
         "hour_cos": np.cos(2 * np.pi * hour / 24),
         "dow_sin": np.sin(2 * np.pi * day_of_week / 7),

@@ -16,7 +16,7 @@ from mltrading_assets.sources.base import BarSource
 from mltrading_assets.sources.errors import BadBarsError, SymbolNotFoundError
 
 _COLUMNS = {"Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"}
-_HAS_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+_HAS_OFFSET = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$")
 
 
 class CsvSource(BarSource):

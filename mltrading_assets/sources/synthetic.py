@@ -44,17 +44,23 @@ class SyntheticSource(BarSource):
     def _download(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         starts = session_bar_starts(EPOCH, min(end, self.now()))
         n = len(starts)
-        rng = np.random.default_rng(zlib.crc32(symbol.encode()))
-        first_price = rng.uniform(15, 500)
-        hourly_vol = rng.uniform(0.002, 0.008)
-        base_volume = rng.uniform(2e4, 2e6)
+        seed = zlib.crc32(symbol.encode())
+        params = np.random.default_rng([seed, 0])
+        first_price = params.uniform(15, 500)
+        hourly_vol = params.uniform(0.002, 0.008)
+        base_volume = params.uniform(2e4, 2e6)
+
+        # One stream per component: the draws for bar i must not depend on how many bars
+        # were asked for, or a later clock would rewrite history.
+        def stream(k: int) -> np.random.Generator:
+            return np.random.default_rng([seed, k])
 
         local = starts.tz_convert("America/New_York")
         first_of_session = np.r_[True, local.date[1:] != local.date[:-1]]
-        drift = rng.normal(0.00002, hourly_vol, n)
-        gap = np.where(first_of_session, rng.normal(0, hourly_vol * 2, n), 0.0)
-        wiggle = np.abs(rng.normal(0, hourly_vol / 2, (2, n)))
-        volume_noise = rng.lognormal(0, 0.35, n)
+        drift = stream(1).normal(0.00002, hourly_vol, n)
+        gap = np.where(first_of_session, stream(2).normal(0, hourly_vol * 2, n), 0.0)
+        wiggle = np.abs(stream(3).normal(0, hourly_vol / 2, (n, 2))).T
+        volume_noise = stream(4).lognormal(0, 0.35, n)
 
         log_close = np.log(first_price) + np.cumsum(drift + gap)
         close = np.exp(log_close)

@@ -1,0 +1,237 @@
+"""Writes to the real PostgreSQL: schema, idempotent upserts, transactions, NULL handling,
+and incremental features, through the same per-symbol functions the workers run."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mltrading_assets import symbol_work
+from mltrading_assets.db.bars import read_bars, write_bars
+from mltrading_assets.db.migrate import apply_schema
+from mltrading_assets.db.tables import metadata
+from mltrading_assets.features import CORE_COLUMNS, compute_features
+from mltrading_assets.isolation import SymbolTaskError
+from mltrading_assets.symbol_work import WorkSpec, build_features, init_worker, load_market_data
+from mltrading_assets_tests.conftest import table_count
+
+AS_OF = "2026-11-20T21:00:00Z"
+
+
+@pytest.fixture
+def worker(db, database_url):
+    """Run the worker functions in this process, as a pool worker would."""
+
+    def start(**source) -> None:
+        init_worker(
+            WorkSpec(
+                database_url=database_url, source={"kind": "synthetic", "as_of": AS_OF, **source}
+            )
+        )
+
+    start()
+    yield start
+    symbol_work._worker.engine.dispose()
+
+
+def test_schema_is_idempotent_and_matches_the_core_tables(engine):
+    apply_schema(engine)
+    apply_schema(engine)
+    inspector = sa.inspect(engine)
+    assert "dagster" in inspector.get_schema_names()
+    for table in metadata.tables.values():
+        in_db = [c["name"] for c in inspector.get_columns(table.name, schema="public")]
+        assert in_db == [c.name for c in table.columns], table.name
+
+
+def bars_for(symbol: str, periods: int = 30) -> pd.DataFrame:
+    index = pd.date_range("2026-01-05 14:30", periods=periods, freq="h", tz="UTC")
+    close = 100 + np.sin(np.arange(periods)) + np.arange(periods) * 0.1234567890123
+    return pd.DataFrame(
+        {
+            "open": close - 0.5,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "adj_close": close,
+            "volume": 1000.0,
+        },
+        index=index,
+    )
+
+
+def test_bar_upsert_is_idempotent_and_exact(db):
+    bars = bars_for("AAPL")
+    with db.begin() as conn:
+        first = write_bars(conn, "AAPL", "synthetic", bars)
+    with db.begin() as conn:
+        again = write_bars(conn, "AAPL", "synthetic", bars)
+    assert (first.inserted, first.updated) == (30, 0)
+    assert again.written == 0
+    with db.connect() as conn:
+        stored = read_bars(conn, "AAPL", "synthetic")
+    # COPY must not round floats.
+    np.testing.assert_array_equal(stored["close"].to_numpy(), bars["close"].to_numpy())
+    assert stored.index.equals(bars.index)
+
+
+def test_changed_bar_is_updated_alone(db):
+    bars = bars_for("AAPL")
+    with db.begin() as conn:
+        write_bars(conn, "AAPL", "synthetic", bars)
+    revised = bars.copy()
+    revised.iloc[-1, revised.columns.get_loc("volume")] = 2500.0
+    with db.begin() as conn:
+        counts = write_bars(conn, "AAPL", "synthetic", revised)
+    assert (counts.inserted, counts.updated) == (0, 1)
+    with db.connect() as conn:
+        bumped = conn.execute(
+            sa.text("SELECT count(*) FROM market_data WHERE updated_at > created_at")
+        ).scalar_one()
+    assert bumped == 1
+
+
+def test_database_going_away_mid_write_leaves_nothing_and_a_rerun_converges(db):
+    bars = bars_for("AAPL")
+    conn = db.connect()
+    transaction = conn.begin()
+    write_bars(conn, "AAPL", "synthetic", bars)
+    pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with db.connect() as killer:
+        killer.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with pytest.raises(sa.exc.OperationalError):
+        transaction.commit()
+    conn.close()
+    assert table_count(db, "market_data") == 0
+    with db.begin() as conn:
+        assert write_bars(conn, "AAPL", "synthetic", bars).inserted == 30
+    assert table_count(db, "market_data") == 30
+
+
+def test_new_symbol_gets_a_year_then_only_new_bars(worker, db):
+    details = load_market_data("AAPL")
+    assert details["incremental"] is False
+    assert details["rows_inserted"] == table_count(db, "market_data", symbol="AAPL") > 1700
+    assert details["last_bar"] == "2026-11-20T20:30:00+00:00"
+    again = load_market_data("AAPL")
+    assert again["incremental"] is True and again["rows_written"] == 0
+    worker(as_of="2026-11-23T15:00:00Z")  # Monday 10:00 New York: one new bar
+    later = load_market_data("AAPL")
+    assert later["rows_inserted"] == 1 and later["rows_updated"] == 0
+
+
+def test_features_are_written_once_then_incrementally_and_equal_a_full_recompute(worker, db):
+    load_market_data("MSFT")
+    full = build_features("MSFT")
+    rows = table_count(db, "market_data", symbol="MSFT")
+    assert full["rows_written"] == rows == table_count(db, "feature_engineered_data")
+    assert build_features("MSFT")["rows_written"] == 0
+
+    worker(as_of="2026-11-23T17:00:00Z")  # three new hourly bars
+    load_market_data("MSFT")
+    incremental = build_features("MSFT")
+    assert incremental["rows_written"] == 3
+    assert incremental["bars_read"] == 600 + 3
+
+    with db.connect() as conn:
+        bars = read_bars(conn, "MSFT", "synthetic")
+        stored = pd.read_sql(
+            sa.text(
+                f"SELECT timestamp, {', '.join(CORE_COLUMNS)} FROM feature_engineered_data "
+                "WHERE symbol = 'MSFT' ORDER BY timestamp"
+            ),
+            conn,
+            index_col="timestamp",
+        )
+    expected = compute_features(bars)
+    np.testing.assert_allclose(
+        stored.to_numpy(dtype=float), expected.to_numpy(), rtol=1e-9, atol=1e-12
+    )
+
+
+def test_undefined_features_are_sql_null_never_nan(worker, db):
+    load_market_data("GOOG")
+    build_features("GOOG")
+    with db.connect() as conn:
+        nan_cells = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM feature_engineered_data WHERE "
+                + " OR ".join(
+                    f"{c} = 'NaN'::float8"
+                    for c in CORE_COLUMNS
+                    if c
+                    not in (
+                        "returns_sign",
+                        "hour",
+                        "day_of_week",
+                        "is_market_open",
+                        "sma_cross_24_120",
+                        "sma_cross_120_480",
+                    )
+                )
+            )
+        ).scalar_one()
+        warm_up = conn.execute(
+            sa.text("SELECT count(*) FROM feature_engineered_data WHERE sma_480 IS NULL")
+        ).scalar_one()
+    assert nan_cells == 0
+    assert warm_up == 479
+
+
+def test_a_new_feature_version_recomputes_every_bar(worker, db, monkeypatch):
+    load_market_data("AMZN")
+    build_features("AMZN")
+    monkeypatch.setattr(symbol_work, "FEATURE_VERSION", "test-next")
+    again = build_features("AMZN")
+    assert again["rows_written"] == table_count(db, "market_data", symbol="AMZN")
+    assert (
+        table_count(db, "feature_engineered_data", feature_version="test-next")
+        == again["rows_written"]
+    )
+
+
+def test_features_without_bars_say_what_to_do(worker):
+    with pytest.raises(SymbolTaskError, match="materialize market_data for it first") as info:
+        build_features("NVDA")
+    assert info.value.kind == "bad_input"
+
+
+BAD_FILES = {
+    "NANS": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00-05:00,,2,1,1.5,10\n",
+    "NEG": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00-05:00,-1,2,1,1.5,10\n",
+    "INVERT": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00-05:00,1.5,1,2,1.5,10\n",
+    "DUPES": (
+        "Datetime,Open,High,Low,Close,Volume\n"
+        "2026-11-20 09:30:00-05:00,1.5,2,1,1.5,10\n2026-11-20 09:30:00-05:00,1.6,2,1,1.5,10\n"
+    ),
+    "NAIVE": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00,1.5,2,1,1.5,10\n",
+    "COLS": "Datetime,Open,High,Close,Volume\n2026-11-20 09:30:00-05:00,1.5,2,1.5,10\n",
+    "EMPTY": "Datetime,Open,High,Low,Close,Volume\n",
+}
+MESSAGES = {
+    "NANS": "missing \\(NaN\\) prices",
+    "NEG": "zero or negative prices",
+    "INVERT": "high below low",
+    "DUPES": "duplicate timestamps",
+    "NAIVE": "without a UTC offset",
+    "COLS": "missing columns \\['Low'\\]",
+    "EMPTY": "csv returned no bars",
+    "MISSING": "no file",
+}
+
+
+@pytest.mark.parametrize("symbol", sorted(MESSAGES))
+def test_bad_input_fails_clearly_and_writes_nothing(worker, db, tmp_path, symbol):
+    good = "Datetime,Open,High,Low,Close,Volume\n2026-11-19 09:30:00-05:00,1.5,2,1,1.5,10\n"
+    (tmp_path / f"{symbol}.csv").write_text(good)
+    worker(kind="csv", csv_dir=str(tmp_path))
+    load_market_data(symbol)  # an earlier good load that must survive the bad one
+    before = pd.read_sql("SELECT * FROM market_data", db)
+    if symbol == "MISSING":
+        (tmp_path / f"{symbol}.csv").unlink()
+    else:
+        (tmp_path / f"{symbol}.csv").write_text(BAD_FILES[symbol])
+    with pytest.raises(SymbolTaskError, match=f"{symbol}: .*{MESSAGES[symbol]}") as info:
+        load_market_data(symbol)
+    assert info.value.kind == "bad_input"
+    pd.testing.assert_frame_equal(pd.read_sql("SELECT * FROM market_data", db), before)
