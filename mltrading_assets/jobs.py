@@ -4,18 +4,15 @@ separate (ranged) run after the bars they depend on are written."""
 import dagster as dg
 
 from mltrading_assets.assets import feature_engineered_data, market_data
-from mltrading_assets.partitions import symbol_partitions
 
 market_data_job = dg.define_asset_job(
     "market_data_job",
     selection=[market_data],
-    partitions_def=symbol_partitions,
     description="Fetch and store hourly bars for the selected symbols.",
 )
 
 features_job = dg.define_asset_job(
     "features_job",
     selection=[feature_engineered_data],
-    partitions_def=symbol_partitions,
     description="Compute technical features for the selected symbols.",
 )

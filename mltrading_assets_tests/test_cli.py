@@ -1,0 +1,76 @@
+"""The `mltrading` command as a user types it."""
+
+import json
+
+from click.testing import CliRunner
+
+from mltrading_assets.cli import main
+from mltrading_assets.definitions import defs
+from mltrading_assets_tests.conftest import table_count
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_definitions_load_with_both_assets_and_jobs():
+    assert {a.key.to_user_string() for a in defs.resolve_all_asset_specs()} == {
+        "market_data",
+        "feature_engineered_data",
+    }
+    assert defs.resolve_job_def("market_data_job")
+    assert defs.resolve_job_def("features_job")
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    for command in ("demo", "materialize", "symbols", "db", "doctor", "ui"):
+        assert command in result.output
+
+
+def test_symbols_add_registers_partitions_and_stock_info(instance, db):
+    result = invoke("symbols", "add", "aapl", "BRK-B,^GSPC")
+    assert result.exit_code == 0, result.output
+    assert set(instance.get_dynamic_partitions("symbols")) == {"AAPL", "BRK-B", "^GSPC"}
+    assert table_count(db, "stock_info", active=True) == 3
+    invoke("symbols", "remove", "BRK-B")
+    assert table_count(db, "stock_info", active=True) == 2
+    assert table_count(db, "stock_info") == 3  # deactivated, not deleted
+
+
+def test_invalid_symbol_is_refused_before_anything_is_written(instance, db):
+    result = CliRunner().invoke(main, ["symbols", "add", "AAPL", "X');DROP"])
+    assert result.exit_code == 2
+    assert "invalid symbol \"X');DROP\"" in result.output
+    assert table_count(db, "stock_info") == 0
+    assert instance.get_dynamic_partitions("symbols") == []
+
+
+def test_doctor_reports_which_tables_live_in_which_schema(instance):
+    result = invoke("doctor", "--json")
+    report = json.loads(result.output)
+    assert result.exit_code == 0, report["problems"]
+    assert {"market_data", "feature_engineered_data", "stock_info"} <= set(report["tables"]["public"])
+    assert {"runs", "event_logs"} <= set(report["tables"]["dagster"])
+    assert not {"runs", "event_logs"} & set(report["tables"]["public"])
+
+
+def test_doctor_fails_when_the_dagster_schema_is_missing(database_url, server_url, monkeypatch):
+    import sqlalchemy as sa
+
+    from mltrading_assets.embedded import ensure_database
+
+    # A separate database, so the shared one keeps its Dagster tables.
+    ensure_database(server_url, "mltrading_doctor_test")
+    url = sa.make_url(server_url).set(database="mltrading_doctor_test")
+    url = url.render_as_string(hide_password=False)
+    monkeypatch.setenv("MLTRADING_DATABASE_URL", url)
+    from mltrading_assets import doctor
+
+    report = doctor.check(url)
+    assert not report.ok
+    assert any("schema 'dagster' is missing" in p for p in report.problems)
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql('DROP DATABASE "mltrading_doctor_test" WITH (FORCE)')
+    engine.dispose()

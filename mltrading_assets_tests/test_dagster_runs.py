@@ -1,0 +1,110 @@
+"""The real thing: a Dagster instance on PostgreSQL (schema `dagster`), both assets run
+through the multiprocess executor in symbol-ranged runs, rows checked in both tables."""
+
+import dagster as dg
+import sqlalchemy as sa
+
+from mltrading_assets.assets import feature_engineered_data, market_data
+from mltrading_assets.partitions import symbol_partitions
+from mltrading_assets.runner import materialize, register_partitions
+from mltrading_assets_tests.conftest import table_count
+
+AS_OF = "2026-11-20T21:00:00Z"
+
+
+def run_config(**processing) -> dict:
+    return {
+        "resources": {
+            "source": {"config": {"kind": "synthetic", "as_of": AS_OF}},
+            "processing": {"config": {"workers": 2, **processing}},
+        }
+    }
+
+
+def materializations(instance: dg.DagsterInstance, asset: dg.AssetsDefinition) -> dict:
+    """The latest materialization of each partition."""
+    records = instance.fetch_materializations(asset.key, limit=1000, ascending=True).records
+    return {r.asset_materialization.partition: r.asset_materialization for r in records}
+
+
+def test_both_assets_materialize_per_symbol_through_the_multiprocess_executor(instance, db):
+    symbols = ["AAPL", "MSFT", "GOOG"]
+    register_partitions(instance, symbols)
+    data_runs = materialize(instance, "market_data", symbols, run_config=run_config())
+    feature_runs = materialize(instance, "features", symbols, run_config=run_config())
+    assert [r.success for r in data_runs + feature_runs] == [True, True]  # one run per asset
+
+    for symbol in symbols:
+        bars = table_count(db, "market_data", symbol=symbol)
+        assert bars > 1700
+        assert table_count(db, "feature_engineered_data", symbol=symbol) == bars
+
+    recorded = materializations(instance, market_data)
+    assert set(recorded) == set(symbols)
+    meta = recorded["MSFT"].metadata
+    assert meta["rows_written"].value == table_count(db, "market_data", symbol="MSFT")
+    assert meta["source"].value == "synthetic"
+    assert "last_bar" in meta and "duration_s" in meta
+    assert materializations(instance, feature_engineered_data)["GOOG"].metadata[
+        "feature_version"
+    ].value
+
+    # Steps ran in subprocesses of the multiprocess executor.
+    events = instance.all_logs(data_runs[0].run_id)
+    assert any("multiprocess executor" in (e.message or "") for e in events)
+    assert any(e.dagster_event and e.dagster_event.event_type_value == "STEP_WORKER_STARTED"
+               for e in events)
+
+    # Dagster's tables live in schema `dagster` only.
+    with db.connect() as conn:
+        schemas = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT table_name, table_schema FROM information_schema.tables "
+                    "WHERE table_name IN ('runs', 'event_logs', 'market_data')"
+                )
+            ).all()
+        )
+    assert schemas == {"runs": "dagster", "event_logs": "dagster", "market_data": "public"}
+
+
+def test_rerun_converges_without_rewriting_rows(instance, db):
+    register_partitions(instance, ["AAPL", "MSFT"])
+    materialize(instance, "market_data", ["AAPL", "MSFT"], run_config=run_config())
+    rows = table_count(db, "market_data")
+    again = materialize(instance, "market_data", ["AAPL", "MSFT"], run_config=run_config())
+    assert again[0].success
+    assert table_count(db, "market_data") == rows
+    latest = materializations(instance, market_data)
+    assert latest["AAPL"].metadata["rows_written"].value == 0
+
+
+def test_a_failing_symbol_fails_alone(instance, db):
+    # B raises, C kills its worker process, D hangs past the per-symbol timeout.
+    symbols = ["A", "B", "C", "D", "E"]
+    register_partitions(instance, symbols)
+    config = run_config(fault_injection="B=raise,C=kill,D=hang", symbol_timeout_seconds=5.0)
+    [run] = materialize(instance, "market_data", symbols, run_config=config)
+    assert not run.success
+
+    assert table_count(db, "market_data", symbol="A") > 0
+    assert table_count(db, "market_data", symbol="E") > 0
+    for failed in ("B", "C", "D"):
+        assert table_count(db, "market_data", symbol=failed) == 0
+    status = instance.get_status_by_partition(market_data.key, symbols, symbol_partitions)
+    assert {k: v.value for k, v in status.items()} == {
+        "A": "MATERIALIZED",
+        "B": "FAILED",
+        "C": "FAILED",
+        "D": "FAILED",
+        "E": "MATERIALIZED",
+    }
+    failure = next(
+        e for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    )
+    text = str(failure.dagster_event.step_failure_data.error)
+    assert "3 of 5 symbols failed" in text
+    assert "injected failure for B" in text
+    assert "worker process died" in text
+    assert "timed out after 5 s" in text
