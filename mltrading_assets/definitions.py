@@ -1,14 +1,21 @@
-"""The whole system at a glance: assets, jobs, resources and the executor."""
+"""The whole system at a glance: assets, jobs, schedules, sensors, resources, executor."""
 
 import dagster as dg
 
 from mltrading_assets.assets import feature_engineered_data, market_data
 from mltrading_assets.jobs import features_job, market_data_job
+from mltrading_assets.rebuild import rebuild_all_job
 from mltrading_assets.resources import (
     BarSourceResource,
     PostgresResource,
     ProcessingResource,
     env_or,
+)
+from mltrading_assets.schedules import features_schedule, market_data_schedule
+from mltrading_assets.sensors import (
+    features_after_failed_market_data,
+    features_after_market_data,
+    symbol_universe_sensor,
 )
 
 # Forkserver with preloaded modules: a step starts in ~0.4 s instead of ~1 s (spawn).
@@ -31,7 +38,9 @@ executor = dg.multiprocess_executor.configured(
 
 defs = dg.Definitions(
     assets=[market_data, feature_engineered_data],
-    jobs=[market_data_job, features_job],
+    jobs=[market_data_job, features_job, rebuild_all_job],
+    schedules=[market_data_schedule, features_schedule],
+    sensors=[features_after_market_data, features_after_failed_market_data, symbol_universe_sensor],
     resources={
         "database": PostgresResource(url=dg.EnvVar("MLTRADING_DATABASE_URL")),
         "source": BarSourceResource(

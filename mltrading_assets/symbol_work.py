@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from mltrading_assets.db.bars import last_bar_time, read_bars, write_bars
+from mltrading_assets.db.bars import first_bar_time, last_bar_time, read_bars, write_bars
 from mltrading_assets.db.engine import create_app_engine
 from mltrading_assets.db.feature_rows import first_dirty_bar, write_features
 from mltrading_assets.features import FEATURE_VERSION, LOOKBACK_BARS, compute_features
@@ -37,6 +37,8 @@ class WorkSpec:
     history_days: int = 365
     overlap_days: int = 3
     feature_set: str = "core"
+    # Reload the whole history and recompute every feature (the rebuild job).
+    full_refresh: bool = False
     # Test-only fault injection: {"SYMBOL": "raise" | "hang" | "kill"}.
     faults: dict[str, str] = field(default_factory=dict)
 
@@ -115,7 +117,7 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
     spec, source = worker.spec, worker.source
     end = source.now()
     with worker.engine.connect() as conn:
-        last = last_bar_time(conn, symbol, source.name)
+        last = None if spec.full_refresh else last_bar_time(conn, symbol, source.name)
     if last is None:
         start = end - pd.Timedelta(days=spec.history_days)
     else:
@@ -144,7 +146,10 @@ def _compute(worker: _Worker, symbol: str) -> dict[str, Any]:
     spec, source_name = worker.spec, worker.source.name
     feature_set = spec.feature_set
     with worker.engine.begin() as conn:
-        dirty = first_dirty_bar(conn, symbol, source_name, feature_set, FEATURE_VERSION)
+        if spec.full_refresh:
+            dirty = first_bar_time(conn, symbol, source_name)
+        else:
+            dirty = first_dirty_bar(conn, symbol, source_name, feature_set, FEATURE_VERSION)
         if dirty is None:
             if last_bar_time(conn, symbol, source_name) is None:
                 raise SymbolNotFoundError(

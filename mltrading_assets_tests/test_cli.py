@@ -41,7 +41,7 @@ def test_symbols_add_registers_partitions_and_stock_info(instance, db):
 def test_invalid_symbol_is_refused_before_anything_is_written(instance, db):
     result = CliRunner().invoke(main, ["symbols", "add", "AAPL", "X');DROP"])
     assert result.exit_code == 2
-    assert "invalid symbol \"X');DROP\"" in result.output
+    assert 'invalid symbol "X\');DROP"' in result.output
     assert table_count(db, "stock_info") == 0
     assert instance.get_dynamic_partitions("symbols") == []
 
@@ -50,7 +50,9 @@ def test_doctor_reports_which_tables_live_in_which_schema(instance):
     result = invoke("doctor", "--json")
     report = json.loads(result.output)
     assert result.exit_code == 0, report["problems"]
-    assert {"market_data", "feature_engineered_data", "stock_info"} <= set(report["tables"]["public"])
+    assert {"market_data", "feature_engineered_data", "stock_info"} <= set(
+        report["tables"]["public"]
+    )
     assert {"runs", "event_logs"} <= set(report["tables"]["dagster"])
     assert not {"runs", "event_logs"} & set(report["tables"]["public"])
 

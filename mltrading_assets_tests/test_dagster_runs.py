@@ -45,15 +45,19 @@ def test_both_assets_materialize_per_symbol_through_the_multiprocess_executor(in
     assert meta["rows_written"].value == table_count(db, "market_data", symbol="MSFT")
     assert meta["source"].value == "synthetic"
     assert "last_bar" in meta and "duration_s" in meta
-    assert materializations(instance, feature_engineered_data)["GOOG"].metadata[
-        "feature_version"
-    ].value
+    assert (
+        materializations(instance, feature_engineered_data)["GOOG"]
+        .metadata["feature_version"]
+        .value
+    )
 
     # Steps ran in subprocesses of the multiprocess executor.
     events = instance.all_logs(data_runs[0].run_id)
     assert any("multiprocess executor" in (e.message or "") for e in events)
-    assert any(e.dagster_event and e.dagster_event.event_type_value == "STEP_WORKER_STARTED"
-               for e in events)
+    assert any(
+        e.dagster_event and e.dagster_event.event_type_value == "STEP_WORKER_STARTED"
+        for e in events
+    )
 
     # Dagster's tables live in schema `dagster` only.
     with db.connect() as conn:
@@ -100,7 +104,8 @@ def test_a_failing_symbol_fails_alone(instance, db):
         "E": "MATERIALIZED",
     }
     failure = next(
-        e for e in instance.all_logs(run.run_id)
+        e
+        for e in instance.all_logs(run.run_id)
         if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
     )
     text = str(failure.dagster_event.step_failure_data.error)

@@ -1,7 +1,7 @@
 import dagster as dg
 
 from mltrading_assets.assets.market_data import market_data
-from mltrading_assets.assets.symbol_batch import process_symbols
+from mltrading_assets.assets.symbol_batch import materialize_partitions
 from mltrading_assets.partitions import symbol_batches, symbol_partitions
 from mltrading_assets.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.symbol_work import build_features
@@ -30,4 +30,4 @@ def feature_engineered_data(
     source: BarSourceResource,
     processing: ProcessingResource,
 ):
-    yield from process_symbols(context, build_features, database, source, processing)
+    yield from materialize_partitions(context, build_features, database, source, processing)

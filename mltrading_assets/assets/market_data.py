@@ -1,6 +1,6 @@
 import dagster as dg
 
-from mltrading_assets.assets.symbol_batch import process_symbols
+from mltrading_assets.assets.symbol_batch import materialize_partitions
 from mltrading_assets.partitions import symbol_batches, symbol_partitions
 from mltrading_assets.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.symbol_work import load_market_data
@@ -13,6 +13,9 @@ from mltrading_assets.symbol_work import load_market_data
     group_name="market",
     kinds={"postgres", "pandas"},
     owners=["team:mltrading"],
+    # One market_data step at a time across all runs (pool limit in dagster.yaml); with at
+    # most `max_concurrent_requests` workers each, Yahoo never sees more than 5 fetches.
+    pool="market_data_source",
     retry_policy=dg.RetryPolicy(
         max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
     ),
@@ -27,4 +30,11 @@ def market_data(
     source: BarSourceResource,
     processing: ProcessingResource,
 ):
-    yield from process_symbols(context, load_market_data, database, source, processing)
+    yield from materialize_partitions(
+        context,
+        load_market_data,
+        database,
+        source,
+        processing,
+        max_workers=source.max_concurrent_requests,
+    )

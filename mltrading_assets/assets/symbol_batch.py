@@ -1,4 +1,4 @@
-"""Shared body of the symbol-partitioned assets: one run, many symbols, each isolated.
+"""Shared body of everything that processes symbols inside one run, each symbol isolated.
 
 Each symbol that succeeds is recorded as a materialization of its own partition, with its
 own metadata; failed symbols are named in a ``Failure`` at the end, which leaves their
@@ -6,7 +6,8 @@ partitions FAILED in the UI (and the good ones materialized) so a re-run picks t
 """
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -21,6 +22,13 @@ from mltrading_assets.symbol_work import WorkSpec, init_worker
 RETRYABLE_KINDS = {"transient", "timeout", "crashed"}
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    succeeded: list[str]
+    failures: list[SymbolOutcome]
+    rows_written: int
+
+
 def _metadata(details: dict[str, Any]) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     for key, value in details.items():
@@ -32,7 +40,8 @@ def _metadata(details: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def _checked_symbols(context: dg.AssetExecutionContext) -> list[str]:
+def checked_partition_symbols(context: dg.AssetExecutionContext) -> list[str]:
+    """The run's symbols, refusing an empty range and keys that are not valid symbols."""
     symbols = list(context.partition_keys)
     if not symbols:
         # A reversed partition range resolves to zero keys without complaint.
@@ -50,27 +59,35 @@ def _checked_symbols(context: dg.AssetExecutionContext) -> list[str]:
 
 
 def process_symbols(
-    context: dg.AssetExecutionContext,
+    context: dg.OpExecutionContext,
     task: Callable[[str], dict[str, Any]],
+    symbols: list[str],
+    asset_key: dg.AssetKey,
     database: PostgresResource,
     source: BarSourceResource,
     processing: ProcessingResource,
-) -> Iterator[dg.Output]:
-    """Run ``task`` for every symbol of the run's partitions and report each one."""
-    symbols = _checked_symbols(context)
+    *,
+    full_refresh: bool = False,
+    max_workers: int | None = None,
+) -> BatchResult:
+    """Run ``task`` for every symbol in isolated workers; record each success as a
+    materialization of ``asset_key``'s partition for that symbol."""
     spec = WorkSpec(
         database_url=database.url,
         source=source.source_config(),
         history_days=source.history_days,
         overlap_days=source.overlap_days,
         feature_set=processing.feature_set,
+        full_refresh=full_refresh,
         faults=processing.faults(),
     )
-    workers = min(processing.worker_count(), len(symbols))
+    workers = min(processing.worker_count(), len(symbols), max_workers or len(symbols))
     context.log.info(
-        f"processing {len(symbols)} symbols ({symbols[0]} … {symbols[-1]}) from source "
-        f"{source.kind!r} with {workers} worker processes"
+        f"{asset_key.to_user_string()}: {len(symbols)} symbols ({symbols[0]} … {symbols[-1]}) "
+        f"from source {source.kind!r}, {workers} worker processes"
+        + (", full refresh" if full_refresh else "")
     )
+    succeeded: list[str] = []
     failures: list[SymbolOutcome] = []
     rows = 0
     step = max(1, len(symbols) // 10)
@@ -85,10 +102,11 @@ def process_symbols(
     )
     for done, outcome in enumerate(outcomes, start=1):
         if outcome.ok:
+            succeeded.append(outcome.symbol)
             rows += int(outcome.details.get("rows_written", 0))
             context.log_event(
                 dg.AssetMaterialization(
-                    asset_key=context.asset_key,
+                    asset_key=asset_key,
                     partition=outcome.symbol,
                     metadata=_metadata(outcome.details),
                 )
@@ -100,20 +118,52 @@ def process_symbols(
             context.log.info(
                 f"{done}/{len(symbols)} symbols done, {len(failures)} failed, {rows} rows written"
             )
-    if failures:
-        kinds = Counter(f.kind for f in failures)
-        raise dg.Failure(
-            description=(
-                f"{len(failures)} of {len(symbols)} symbols failed "
-                f"({', '.join(f'{n} {k}' for k, n in kinds.items())}): "
-                + "; ".join(f"{f.symbol}: {f.error}" for f in failures[:20])
-            ),
-            metadata={
-                "failed_symbols": dg.MetadataValue.json({f.symbol: f.error for f in failures}),
-                "succeeded": len(symbols) - len(failures),
-            },
-            allow_retries=set(kinds) <= RETRYABLE_KINDS,
-        )
-    # No Output: each partition was recorded above with its own metadata. (An Output would
-    # record every partition of the range a second time, without it.)
+    return BatchResult(succeeded=succeeded, failures=failures, rows_written=rows)
+
+
+def raise_for_failures(failures: list[SymbolOutcome], total: int) -> None:
+    """Fail the step naming every failed symbol; retry only if all failures are transient."""
+    if not failures:
+        return
+    kinds = Counter(f.kind for f in failures)
+    raise dg.Failure(
+        description=(
+            f"{len(failures)} of {total} symbols failed "
+            f"({', '.join(f'{n} {k}' for k, n in kinds.items())}): "
+            + "; ".join(f"{f.symbol}: {f.error}" for f in failures[:20])
+            + (f"; … and {len(failures) - 20} more" if len(failures) > 20 else "")
+        ),
+        metadata={
+            "failed_symbols": dg.MetadataValue.json({f.symbol: f.error for f in failures}),
+            "succeeded": total - len(failures),
+        },
+        allow_retries=set(kinds) <= RETRYABLE_KINDS,
+    )
+
+
+def materialize_partitions(
+    context: dg.AssetExecutionContext,
+    task: Callable[[str], dict[str, Any]],
+    database: PostgresResource,
+    source: BarSourceResource,
+    processing: ProcessingResource,
+    max_workers: int | None = None,
+):
+    """Asset body: process the run's symbol partitions, fail naming the ones that failed.
+
+    Yields no Output on purpose: each partition was recorded with its own metadata, and an
+    Output would record every partition of the range a second time, without it.
+    """
+    symbols = checked_partition_symbols(context)
+    result = process_symbols(
+        context,
+        task,
+        symbols,
+        context.asset_key,
+        database,
+        source,
+        processing,
+        max_workers=max_workers,
+    )
+    raise_for_failures(result.failures, len(symbols))
     yield from ()

@@ -7,14 +7,23 @@ from mltrading_assets.db.tables import BAR_VALUE_COLUMNS, market_data
 from mltrading_assets.db.upsert import UpsertCounts, copy_upsert
 
 
-def last_bar_time(conn: sa.Connection, symbol: str, source: str) -> pd.Timestamp | None:
-    """Start of the newest stored bar of ``symbol`` from ``source``, or None."""
+def _bar_time(conn: sa.Connection, symbol: str, source: str, aggregate) -> pd.Timestamp | None:
     value = conn.execute(
-        sa.select(sa.func.max(market_data.c.timestamp)).where(
+        sa.select(aggregate(market_data.c.timestamp)).where(
             market_data.c.symbol == symbol, market_data.c.source == source
         )
     ).scalar_one()
     return None if value is None else pd.Timestamp(value).tz_convert("UTC")
+
+
+def last_bar_time(conn: sa.Connection, symbol: str, source: str) -> pd.Timestamp | None:
+    """Start of the newest stored bar of ``symbol`` from ``source``, or None."""
+    return _bar_time(conn, symbol, source, sa.func.max)
+
+
+def first_bar_time(conn: sa.Connection, symbol: str, source: str) -> pd.Timestamp | None:
+    """Start of the oldest stored bar of ``symbol`` from ``source``, or None."""
+    return _bar_time(conn, symbol, source, sa.func.min)
 
 
 def write_bars(conn: sa.Connection, symbol: str, source: str, bars: pd.DataFrame) -> UpsertCounts:

@@ -15,6 +15,9 @@ class BarSourceResource(dg.ConfigurableResource):
         default="", description="synthetic only: fixed clock (ISO time) for reproducible runs"
     )
     history_days: int = Field(default=365, description="history loaded for a new symbol")
+    max_concurrent_requests: int = Field(
+        default=5, description="fetches in flight at once per run (Yahoo's rate limit)"
+    )
     overlap_days: int = Field(
         default=3, description="days re-read before the newest stored bar on each refresh"
     )

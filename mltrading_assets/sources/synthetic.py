@@ -5,7 +5,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from mltrading_assets.features.calendar import sessions_between
+from mltrading_assets.market_calendar import sessions_between
 from mltrading_assets.sources.base import BarSource
 
 # Every series starts here, so a bar's values never depend on the window asked for.

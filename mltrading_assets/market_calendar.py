@@ -44,3 +44,27 @@ def sessions_between(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     start_day = start.tz_convert(NEW_YORK).tz_localize(None).normalize()
     end_day = end.tz_convert(NEW_YORK).tz_localize(None).normalize()
     return schedule.loc[start_day:end_day, ["open", "close"]]
+
+
+def session_close(moment: pd.Timestamp) -> pd.Timestamp | None:
+    """Close (UTC) of the NYSE session on ``moment``'s New York date; None on a non-trading day."""
+    day = moment.tz_convert(NEW_YORK).tz_localize(None).normalize()
+    schedule = nyse_calendar().schedule
+    if day not in schedule.index:
+        return None
+    return schedule.at[day, "close"]
+
+
+def market_hours_skip_reason(tick: pd.Timestamp) -> str | None:
+    """Why an hourly market-hours tick should not run, or None if it should.
+
+    Ticks run on trading days up to and including the close: the tick at the close picks up
+    the session's last bar; ticks after an early close (13:00) and on holidays are skipped.
+    """
+    close = session_close(tick)
+    local = tick.tz_convert(NEW_YORK)
+    if close is None:
+        return f"{local:%a %Y-%m-%d} is not an NYSE trading day (weekend or holiday)"
+    if tick > close:
+        return f"{local:%H:%M} is after the {close.tz_convert(NEW_YORK):%H:%M} NYSE close (early close)"
+    return None
