@@ -71,6 +71,7 @@ def check(url: str) -> Report:
         )
     if DAGSTER_SCHEMA in schemas and not dagster & set(DAGSTER_TABLES):
         report.problems.append(
-            f"no Dagster tables in {DAGSTER_SCHEMA!r} yet: they appear on the first run or `dagster dev`"
+            f"no Dagster tables in {DAGSTER_SCHEMA!r}: the Dagster instance did not load "
+            "(check dagster.yaml and DAGSTER_HOME)"
         )
     return report

@@ -66,5 +66,6 @@ def market_hours_skip_reason(tick: pd.Timestamp) -> str | None:
     if close is None:
         return f"{local:%a %Y-%m-%d} is not an NYSE trading day (weekend or holiday)"
     if tick > close:
-        return f"{local:%H:%M} is after the {close.tz_convert(NEW_YORK):%H:%M} NYSE close (early close)"
+        closed_at = close.tz_convert(NEW_YORK)
+        return f"{local:%H:%M} is after the {closed_at:%H:%M} NYSE close (early close)"
     return None

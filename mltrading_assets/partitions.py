@@ -1,8 +1,12 @@
 """Partitions: one per symbol, grown by ``mltrading symbols add`` and the universe sensor."""
 
 import os
+import warnings
 
 import dagster as dg
+
+# backfill_policy is beta in Dagster 1.13; batching symbols into runs depends on it on purpose.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 symbol_partitions = dg.DynamicPartitionsDefinition(name="symbols")
 
