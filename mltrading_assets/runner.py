@@ -25,6 +25,12 @@ def features_job_def() -> dg.JobDefinition:
     return defs.resolve_job_def("features_job")
 
 
+def rebuild_all_job_def() -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return defs.resolve_job_def("rebuild_all_job")
+
+
 JOBS = {"market_data": market_data_job_def, "features": features_job_def}
 
 
@@ -76,3 +82,18 @@ def materialize(
         ) as result:
             summaries.append(RunSummary(result.run_id, first, last, result.success))
     return summaries
+
+
+def rebuild_all(
+    instance: dg.DagsterInstance, run_config: dict | None = None, log_level: str = "INFO"
+) -> RunSummary:
+    """Run the complete rebuild (a year of bars and all features, every active symbol)."""
+    with dg.execute_job(
+        dg.reconstructable(rebuild_all_job_def),
+        instance=instance,
+        run_config={
+            **(run_config or {}),
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+        },
+    ) as result:
+        return RunSummary(result.run_id, "", "", result.success)

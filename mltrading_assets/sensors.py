@@ -22,8 +22,8 @@ NEW_SYMBOLS_TAG = "mltrading/new_symbols"
 
 def _follow(context: dg.RunStatusSensorContext):
     run = context.dagster_run
-    selection = run.asset_selection or set()
-    if market_data.key not in selection:
+    # Runs of market_data_job carry no asset selection; UI launches and backfills do.
+    if run.job_name != market_data_job.name and market_data.key not in (run.asset_selection or ()):
         return dg.SkipReason(f"run {run.run_id} did not materialize market_data")
     if followed_already(context.instance, run):
         return dg.SkipReason(f"features for run {run.run_id} were already requested")
@@ -33,6 +33,7 @@ def _follow(context: dg.RunStatusSensorContext):
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     request_job=features_job,
+    minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Compute features as soon as a market_data run has written its bars.",
 )
@@ -43,6 +44,7 @@ def features_after_market_data(context: dg.RunStatusSensorContext):
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.FAILURE,
     request_job=features_job,
+    minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "A partly failed market_data run still wrote the bars of its good symbols: "
@@ -94,6 +96,7 @@ def universe_result(
 
 
 @dg.sensor(
+    job=market_data_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(

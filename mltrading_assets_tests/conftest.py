@@ -81,14 +81,26 @@ def dagster_home(tmp_path_factory, database_url) -> Path:
     return home
 
 
-@pytest.fixture
-def instance(dagster_home, db) -> dg.DagsterInstance:
-    """A real Dagster instance on PostgreSQL, wiped, with no symbol partitions."""
+@pytest.fixture(scope="session")
+def session_instance(dagster_home) -> dg.DagsterInstance:
+    # One instance per session: Dagster keeps process-wide references to the current one.
     with dg.DagsterInstance.get() as instance:
-        instance.wipe()
-        for key in instance.get_dynamic_partitions("symbols"):
-            instance.delete_dynamic_partition("symbols", key)
+        from mltrading_assets.definitions import defs
+
+        # Resolve the repository while this instance is current: Dagster caches it, and a
+        # later first resolution would look up whichever (possibly collected) instance was
+        # created last, e.g. an ephemeral one behind build_schedule_context.
+        defs.get_repository_def()
         yield instance
+
+
+@pytest.fixture
+def instance(session_instance, db) -> dg.DagsterInstance:
+    """A real Dagster instance on PostgreSQL, wiped, with no symbol partitions."""
+    session_instance.wipe()
+    for key in session_instance.get_dynamic_partitions("symbols"):
+        session_instance.delete_dynamic_partition("symbols", key)
+    return session_instance
 
 
 def table_count(engine: sa.Engine, table: str, **where) -> int:

@@ -113,3 +113,27 @@ def test_a_failing_symbol_fails_alone(instance, db):
     assert "injected failure for B" in text
     assert "worker process died" in text
     assert "timed out after 5 s" in text
+
+
+def test_rebuild_reloads_and_recomputes_every_active_symbol(instance, db):
+    from mltrading_assets.db.symbols import add_symbols
+    from mltrading_assets.runner import rebuild_all
+
+    with db.begin() as conn:
+        add_symbols(conn, ["AAPL", "MSFT"])
+    register_partitions(instance, ["AAPL", "MSFT"])
+    materialize(instance, "market_data", ["AAPL"], run_config=run_config())
+    with db.begin() as conn:  # damage a stored bar: the rebuild must repair it
+        conn.execute(sa.text("UPDATE market_data SET close = high WHERE symbol = 'AAPL'"))
+    run = rebuild_all(instance, run_config=run_config())
+    assert run.success
+    with db.connect() as conn:
+        damaged = conn.execute(
+            sa.text("SELECT count(*) FROM market_data WHERE close = high AND symbol = 'AAPL'")
+        ).scalar_one()
+    assert damaged < 50  # only bars that genuinely close at their high
+    for symbol in ("AAPL", "MSFT"):
+        bars = table_count(db, "market_data", symbol=symbol)
+        assert table_count(db, "feature_engineered_data", symbol=symbol) == bars > 1700
+    assert set(materializations(instance, feature_engineered_data)) == {"AAPL", "MSFT"}
+    assert materializations(instance, market_data)["AAPL"].metadata["rows_updated"].value > 1000

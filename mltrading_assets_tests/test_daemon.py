@@ -1,0 +1,82 @@
+"""The platform as the UI drives it: the Dagster daemon sees new rows in stock_info, turns
+them into partitions, runs their history load, and the features run follows by itself."""
+
+import os
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import sqlalchemy as sa
+
+from mltrading_assets.db.symbols import add_symbols
+from mltrading_assets.embedded import PROJECT_ROOT
+from mltrading_assets.run_links import FOLLOWS_TAG
+from mltrading_assets.sensors import NEW_SYMBOLS_TAG
+
+AS_OF = "2026-11-20T21:00:00Z"
+NEW = ["NEWA", "NEWB", "NEWC"]
+
+
+def loaded(db: sa.Engine) -> dict[str, tuple[int, int]]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT m.symbol, count(*), (SELECT count(*) FROM feature_engineered_data f "
+                "WHERE f.symbol = m.symbol) FROM market_data m GROUP BY m.symbol"
+            )
+        ).all()
+    return {symbol: (bars, features) for symbol, bars, features in rows}
+
+
+def test_daemon_loads_new_symbols_and_features_follow(instance, db, tmp_path):
+    with db.begin() as conn:
+        add_symbols(conn, NEW)
+    env = {
+        **os.environ,
+        "MLTRADING_SOURCE": "synthetic",
+        "MLTRADING_SYNTHETIC_AS_OF": AS_OF,
+        "MLTRADING_WORKERS": "2",
+    }
+    log = (tmp_path / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+            "-p",
+            "3391",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        state = {}
+        while time.monotonic() < deadline:
+            state = loaded(db)
+            if all(state.get(s, (0, 0))[1] > 0 and state[s][0] == state[s][1] for s in NEW):
+                break
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+            time.sleep(2)
+        else:
+            raise AssertionError(
+                f"not loaded in time: {state}\n" + (tmp_path / "daemon.log").read_text()[-3000:]
+            )
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        log.close()
+
+    assert set(instance.get_dynamic_partitions("symbols")) == set(NEW)
+    history = instance.get_runs(filters=dg.RunsFilter(tags={NEW_SYMBOLS_TAG: "true"}))
+    assert len(history) == 1  # one batched run for the three symbols, not three
+    assert history[0].tags["dagster/asset_partition_range_start"] == "NEWA"
+    assert history[0].tags["dagster/asset_partition_range_end"] == "NEWC"
+    followers = instance.get_runs(filters=dg.RunsFilter(tags={FOLLOWS_TAG: history[0].run_id}))
+    assert [run.job_name for run in followers] == ["features_job"]

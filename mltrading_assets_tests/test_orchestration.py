@@ -1,0 +1,239 @@
+"""Schedules, sensors and batching: what runs when, for which symbols, exactly once."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mltrading_assets.db.symbols import add_symbols, deactivate_symbols
+from mltrading_assets.partitions import contiguous_ranges
+from mltrading_assets.resources import PostgresResource
+from mltrading_assets.run_links import FOLLOWS_TAG
+from mltrading_assets.runner import materialize, register_partitions
+from mltrading_assets.schedules import (
+    TICK_TAG,
+    features_requests,
+    features_schedule,
+    market_data_schedule,
+)
+from mltrading_assets.sensors import features_after_market_data, symbol_universe_sensor
+from mltrading_assets_tests.test_dagster_runs import run_config
+
+
+def tick(local: str) -> dt.datetime:
+    return pd.Timestamp(local, tz="America/New_York").to_pydatetime()
+
+
+def evaluate_data_schedule(instance, database_url, when: dt.datetime):
+    context = dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=when,
+        resources={"database": PostgresResource(url=database_url)},
+    )
+    return market_data_schedule(context)
+
+
+@pytest.fixture
+def universe(instance, db):
+    def add(symbols: list[str]) -> None:
+        with db.begin() as conn:
+            add_symbols(conn, symbols)
+        register_partitions(instance, symbols)
+
+    return add
+
+
+def test_schedules_fire_at_market_hours_new_york_time_across_dst():
+    assert market_data_schedule.cron_schedule == "0 9-16 * * 1-5"
+    assert features_schedule.cron_schedule == "5 9-16 * * 1-5"
+    assert market_data_schedule.execution_timezone == "America/New_York"
+    from dagster._utils.schedules import cron_string_iterator
+
+    start = pd.Timestamp("2026-03-06 00:00", tz="America/New_York").timestamp()
+    ticks = cron_string_iterator(start, "0 9-16 * * 1-5", "America/New_York")
+    first_two_days = [next(ticks) for _ in range(16)]
+    utc_hours = sorted({t.astimezone(dt.UTC).hour for t in first_two_days[::8]})
+    # 9:00 New York is 14:00 UTC on Friday (EST) and 13:00 UTC on Monday after DST starts.
+    assert [t.strftime("%a %H:%M") for t in first_two_days[::8]] == ["Fri 09:00", "Mon 09:00"]
+    assert utc_hours == [13, 14]
+
+
+def test_a_tick_requests_every_active_symbol_in_a_few_ranged_runs(
+    instance, universe, database_url, db
+):
+    symbols = [f"S{i:04d}" for i in range(1000)]
+    universe(symbols)
+    with db.begin() as conn:
+        deactivate_symbols(conn, ["S0600"])
+    requests = evaluate_data_schedule(instance, database_url, tick("2026-11-24 10:00"))
+    assert len(requests) == 5  # 4 runs of 250, split once around the inactive symbol
+    covered = []
+    for request in requests:
+        first = request.tags["dagster/asset_partition_range_start"]
+        last = request.tags["dagster/asset_partition_range_end"]
+        covered += symbols[symbols.index(first) : symbols.index(last) + 1]
+        assert request.tags[TICK_TAG] == "2026-11-24T15:00:00+00:00"
+    assert covered == [s for s in symbols if s != "S0600"]
+    again = evaluate_data_schedule(instance, database_url, tick("2026-11-24 10:00"))
+    assert [r.run_key for r in again] == [r.run_key for r in requests]
+    later = evaluate_data_schedule(instance, database_url, tick("2026-11-24 11:00"))
+    assert not {r.run_key for r in later} & {r.run_key for r in requests}
+
+
+@pytest.mark.parametrize(
+    ("when", "reason"),
+    [
+        ("2026-11-26 10:00", "not an NYSE trading day"),  # Thanksgiving
+        ("2026-11-27 14:00", "after the 13:00 NYSE close"),  # early close the day after
+        ("2026-12-25 09:00", "not an NYSE trading day"),
+    ],
+)
+def test_holidays_and_hours_after_an_early_close_are_skipped(
+    instance, universe, database_url, when, reason
+):
+    universe(["AAPL"])
+    result = evaluate_data_schedule(instance, database_url, tick(when))
+    assert isinstance(result, dg.SkipReason)
+    assert reason in result.skip_message
+
+
+def test_the_early_close_hour_itself_still_runs(instance, universe, database_url):
+    universe(["AAPL"])
+    requests = evaluate_data_schedule(instance, database_url, tick("2026-11-27 13:00"))
+    assert len(requests) == 1
+
+
+def test_features_wait_for_the_data_runs_of_their_hour(instance, universe):
+    universe(["AAPL", "MSFT"])
+    hour = pd.Timestamp("2026-11-24 15:00", tz="UTC")
+    skipped = features_requests(instance, hour + pd.Timedelta(minutes=5))
+    assert "no market_data runs" in skipped.skip_message
+
+    running = instance.create_run_for_job(
+        job_def=resolved("market_data_job"),
+        tags={
+            TICK_TAG: hour.isoformat(),
+            "dagster/asset_partition_range_start": "AAPL",
+            "dagster/asset_partition_range_end": "MSFT",
+        },
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    waiting = features_requests(instance, hour + pd.Timedelta(minutes=5))
+    assert "still running" in waiting.skip_message
+
+    # A finished run, even a partly failed one, wrote the bars of its good symbols.
+    instance.report_run_failed(running)
+    [request] = features_requests(instance, hour + pd.Timedelta(minutes=5))
+    assert request.tags[FOLLOWS_TAG] == running.run_id
+    assert request.tags["dagster/asset_partition_range_start"] == "AAPL"
+
+
+def resolved(job_name: str) -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return defs.resolve_job_def(job_name)
+
+
+def test_features_follow_a_finished_data_run_exactly_once(instance, universe):
+    universe(["AAPL", "MSFT"])
+    [data_run] = materialize(instance, "market_data", ["AAPL", "MSFT"], run_config=run_config())
+    run = instance.get_run_by_id(data_run.run_id)
+    success = next(
+        e.dagster_event
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+    )
+    context = dg.build_run_status_sensor_context(
+        sensor_name=features_after_market_data.name,
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=success,
+    )
+    request = features_after_market_data(context)
+    assert request.job_name == "features_job"
+    assert request.tags["dagster/asset_partition_range_start"] == "AAPL"
+    assert request.tags["dagster/asset_partition_range_end"] == "MSFT"
+    # Once a features run for it exists (from this sensor or the :05 schedule), skip.
+    materialize(
+        instance,
+        "features",
+        ["AAPL", "MSFT"],
+        run_config=run_config(),
+        tags={FOLLOWS_TAG: run.run_id},
+    )
+    assert isinstance(features_after_market_data(context), dg.SkipReason)
+
+
+def test_universe_sensor_adds_partitions_and_loads_history_of_new_symbols(
+    instance, db, database_url
+):
+    with db.begin() as conn:
+        add_symbols(conn, ["AAPL", "MSFT", "NVDA"])
+    resources = {"database": PostgresResource(url=database_url)}
+    result = symbol_universe_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    [add] = result.dynamic_partitions_requests
+    assert list(add.partition_keys) == ["AAPL", "MSFT", "NVDA"]
+    [request] = result.run_requests
+    assert request.job_name == "market_data_job"
+    assert (
+        request.tags["dagster/asset_partition_range_start"],
+        request.tags["dagster/asset_partition_range_end"],
+    ) == ("AAPL", "NVDA")
+
+    instance.add_dynamic_partitions("symbols", list(add.partition_keys))
+    quiet = symbol_universe_sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor)
+    )
+    assert isinstance(quiet, dg.SkipReason)
+
+    with db.begin() as conn:
+        add_symbols(conn, ["AMD"])
+    later = symbol_universe_sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor)
+    )
+    assert list(later.dynamic_partitions_requests[0].partition_keys) == ["AMD"]
+    assert later.run_requests[0].tags["dagster/asset_partition_range_start"] == "AMD"
+
+
+def test_contiguous_ranges_split_on_gaps_and_size():
+    keys = list("ABCDEFGH")
+    assert contiguous_ranges(keys, set("ABCEFGH"), 3) == [("A", "C"), ("E", "G"), ("H", "H")]
+    assert contiguous_ranges(keys, set(), 3) == []
+
+
+def test_connections_stay_bounded_while_200_symbols_are_processed(instance, universe, db):
+    import threading
+
+    symbols = [f"C{i:03d}" for i in range(200)]
+    universe(symbols)
+    peak = 0
+    stop = threading.Event()
+    database = db.url.database
+
+    def sample() -> None:
+        nonlocal peak
+        with db.connect() as conn:
+            while not stop.is_set():
+                count = conn.execute(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"),
+                    {"d": database},
+                ).scalar_one()
+                conn.rollback()  # pg_stat_activity is a per-transaction snapshot
+                peak = max(peak, count)
+                stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    config = run_config()
+    config["resources"]["source"]["config"]["history_days"] = 20
+    try:
+        [run] = materialize(instance, "market_data", symbols, run_config=config)
+    finally:
+        stop.set()
+        sampler.join()
+    assert run.success
+    # Issue target: worker count + 3 (Dagster's short-lived storage sessions, the step);
+    # +1 for the sampler's own connection.
+    assert peak <= 2 + 3 + 1, f"peak {peak} connections"
