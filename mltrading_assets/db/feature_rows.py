@@ -10,7 +10,7 @@ from mltrading_assets.db.tables import (
     market_data,
 )
 from mltrading_assets.db.upsert import UpsertCounts, copy_upsert
-from mltrading_assets.features.contract import ALL_FEATURE_COLUMNS, INTEGER_COLUMNS
+from mltrading_assets.features.contract import ALL_FEATURE_COLUMNS
 
 
 def first_dirty_bar(
@@ -53,23 +53,22 @@ def write_features(
     feature_version: str,
 ) -> UpsertCounts:
     """Upsert feature rows (NaN/inf stored as NULL) for the bars of ``features.index``."""
-    frame = pd.DataFrame(index=features.index)
-    frame["symbol"] = symbol
-    frame["timestamp"] = features.index
-    frame["source"] = source
-    for name in FEATURE_BAR_COLUMNS:
-        frame[name] = bars.loc[features.index, name]
+    index = features.index
+    values = {name: bars.loc[index, name].to_numpy(dtype=float) for name in FEATURE_BAR_COLUMNS}
     for name in ALL_FEATURE_COLUMNS:
-        column = features[name] if name in features.columns else np.nan
-        frame[name] = column
-    frame[ALL_FEATURE_COLUMNS] = frame[ALL_FEATURE_COLUMNS].replace([np.inf, -np.inf], np.nan)
-    frame["feature_set"] = feature_set
-    frame["feature_version"] = feature_version
+        column = features[name].to_numpy(dtype=float) if name in features else np.nan
+        values[name] = np.where(np.isinf(column), np.nan, column) * np.ones(len(index))
     # Rows past the first dirty bar are rewritten even when equal: that marks them current.
     return copy_upsert(
         conn,
         feature_engineered_data,
-        frame.reset_index(drop=True),
+        {
+            "symbol": symbol,
+            "source": source,
+            "feature_set": feature_set,
+            "feature_version": feature_version,
+        },
+        index,
+        values,
         only_changed=False,
-        integer_columns=frozenset(INTEGER_COLUMNS),
     )

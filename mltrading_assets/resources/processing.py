@@ -17,6 +17,10 @@ class ProcessingResource(dg.ConfigurableResource):
     max_symbols_per_worker: int = Field(
         default=200, description="a worker is replaced after this many symbols (bounds memory)"
     )
+    start_method: str = Field(
+        default="fork",
+        description="how workers start: fork (fast) or forkserver (fresh interpreter)",
+    )
     feature_set: str = Field(default="core", description="core | extended")
     fault_injection: str = Field(
         default="",

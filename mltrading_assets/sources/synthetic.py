@@ -20,6 +20,12 @@ def session_bar_starts(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeInd
     Bars start at the open (9:30 New York) and every hour after; the last bar of an
     early-close day is cut short by the close, as Yahoo's are.
     """
+    return _bars_and_sessions(start, end)[0]
+
+
+def _bars_and_sessions(
+    start: pd.Timestamp, end: pd.Timestamp
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
     sessions = sessions_between(start, end)
     opens = sessions["open"].to_numpy(dtype="datetime64[ns]")
     closes = sessions["close"].to_numpy(dtype="datetime64[ns]")
@@ -29,7 +35,8 @@ def session_bar_starts(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeInd
         np.cumsum(per_session) - per_session, per_session
     )
     starts = np.repeat(opens, per_session) + offsets * hour
-    return pd.DatetimeIndex(starts, tz="UTC")
+    first_of_session = offsets == 0
+    return pd.DatetimeIndex(starts, tz="UTC"), first_of_session
 
 
 class SyntheticSource(BarSource):
@@ -42,7 +49,7 @@ class SyntheticSource(BarSource):
         return self._as_of if self._as_of is not None else super().now()
 
     def _download(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        starts = session_bar_starts(EPOCH, min(end, self.now()))
+        starts, first_of_session = _bars_and_sessions(EPOCH, min(end, self.now()))
         n = len(starts)
         seed = zlib.crc32(symbol.encode())
         params = np.random.default_rng([seed, 0])
@@ -56,7 +63,6 @@ class SyntheticSource(BarSource):
             return np.random.default_rng([seed, k])
 
         local = starts.tz_convert("America/New_York")
-        first_of_session = np.r_[True, local.date[1:] != local.date[:-1]]
         drift = stream(1).normal(0.00002, hourly_vol, n)
         gap = np.where(first_of_session, stream(2).normal(0, hourly_vol * 2, n), 0.0)
         wiggle = np.abs(stream(3).normal(0, hourly_vol / 2, (n, 2))).T

@@ -1,0 +1,1 @@
+"""Benchmarks for mltrading-assets: `python -m bench --help`."""

@@ -1,0 +1,275 @@
+"""Benchmark: the real Dagster code path (Postgres storage, multiprocess executor, batched
+ranged runs) on synthetic bars, in a fresh database.
+
+    python -m bench                      # 1,000 symbols, every scenario
+    python -m bench --symbols 100 --baseline
+    python -m bench --scenario incremental
+
+Prints a table and one machine-readable line per scenario:
+BENCH scenario=<name> symbols=<N> wall_s=<x> per_symbol_s=<y> rows_per_s=<z>
+      peak_connections=<k> peak_rss_mb=<m>      (on one line)
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+
+SCENARIOS = ("full_load", "incremental", "features_100")
+# Friday 14:00 New York: the full load ends with the 13:30 bar; each later hour adds one bar
+# (14:30 and 15:30), and Monday 10:00 adds Monday's first.
+BASE_CLOCK = pd.Timestamp("2026-11-20T19:00:00Z")
+MONDAY_CLOCK = pd.Timestamp("2026-11-23T15:00:00Z").isoformat()
+
+
+@dataclass
+class Result:
+    scenario: str
+    symbols: int
+    wall_s: float
+    rows: int
+    peak_connections: int
+    peak_rss_mb: float
+    mode: str = "dagster"
+
+    def line(self) -> str:
+        mode = f" mode={self.mode}" if self.mode != "dagster" else ""
+        per_symbol = self.wall_s / self.symbols
+        return (
+            f"BENCH scenario={self.scenario}{mode} symbols={self.symbols} "
+            f"wall_s={self.wall_s:.2f} per_symbol_s={per_symbol:.4f} "
+            f"rows_per_s={self.rows / self.wall_s:.0f} "
+            f"peak_connections={self.peak_connections} peak_rss_mb={self.peak_rss_mb:.0f}"
+        )
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--symbols", type=int, default=1000, help="number of symbols (default 1000)"
+    )
+    parser.add_argument("--scenario", choices=SCENARIOS, help="run one scenario (default: all)")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time the replaced system (one subprocess per symbol, pandas to_sql)",
+    )
+    parser.add_argument(
+        "--baseline-symbols",
+        type=int,
+        default=50,
+        help="symbols the baseline processes (it is slow; its per-symbol time is compared)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("MLTRADING_BENCH_DATABASE_URL", ""),
+        help="PostgreSQL server to create the bench database on (default: embedded server)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    return parser.parse_args(argv)
+
+
+def clock(hours: int) -> str:
+    return (BASE_CLOCK + pd.Timedelta(hours=hours)).isoformat()
+
+
+def resources(as_of: str) -> dict:
+    return {"resources": {"source": {"config": {"kind": "synthetic", "as_of": as_of}}}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    warnings.filterwarnings("ignore")
+    from mltrading_assets.embedded import (
+        PROJECT_ROOT,
+        ensure_database,
+        start_embedded_postgres,
+    )
+
+    server = args.database_url or start_embedded_postgres(
+        PROJECT_ROOT / ".mltrading" / "bench-pgdata", database="postgres"
+    )
+    name = f"mltrading_bench_{uuid.uuid4().hex[:8]}"
+    ensure_database(server, name)
+    url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    home = tempfile.mkdtemp(prefix="mltrading-bench-")
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home)
+    # Before anything forks: step processes and workers inherit these.
+    os.environ.update(MLTRADING_DATABASE_URL=url, DAGSTER_HOME=home, MLTRADING_SOURCE="synthetic")
+    try:
+        results = run(args, url, name)
+    finally:
+        if not args.keep:
+            admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
+        shutil.rmtree(home, ignore_errors=True)
+    report(results)
+    return 0
+
+
+def run(args: argparse.Namespace, url: str, database: str) -> list[Result]:
+    import dagster as dg
+
+    from bench import baseline
+    from bench.monitor import Monitor
+    from mltrading_assets.db.engine import create_app_engine
+    from mltrading_assets.db.migrate import apply_schema
+    from mltrading_assets.db.symbols import add_symbols
+    from mltrading_assets.runner import materialize, register_partitions
+
+    engine = create_app_engine(url, pool_size=1, application_name="bench")
+    apply_schema(engine)
+    symbols = [f"B{i:05d}" for i in range(args.symbols)]
+    with engine.begin() as conn:
+        add_symbols(conn, symbols)
+    wanted = [args.scenario] if args.scenario else list(SCENARIOS)
+    results: list[Result] = []
+
+    def rows_in(table: str) -> int:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(f"SELECT count(*) FROM public.{table}")).scalar_one()
+
+    def refresh(names: list[str], as_of: str, assets=("market_data", "features")) -> None:
+        for asset in assets:
+            runs = materialize(
+                instance, asset, names, run_config=resources(as_of), log_level="ERROR"
+            )
+            failed = [r.run_id for r in runs if not r.success]
+            if failed:
+                raise SystemExit(f"{asset} runs failed: {failed}")
+
+    def measured(scenario: str, names: list[str], work) -> Result:
+        before = rows_in("market_data") + rows_in("feature_engineered_data")
+        with Monitor(engine, database) as monitor:
+            started = time.perf_counter()
+            work()
+            wall = time.perf_counter() - started
+        written = rows_in("market_data") + rows_in("feature_engineered_data") - before
+        result = Result(
+            scenario,
+            len(names),
+            wall,
+            max(written, 1),
+            monitor.peaks.connections,
+            monitor.peaks.rss_mb,
+        )
+        print(result.line(), flush=True)
+        return result
+
+    with dg.DagsterInstance.get() as instance:
+        register_partitions(instance, symbols)
+
+        def full_load() -> None:
+            refresh(symbols, clock(0))
+
+        if "full_load" in wanted:
+            results.append(measured("full_load", symbols, full_load))
+        else:
+            full_load()
+
+        if "incremental" in wanted:
+            results.append(measured("incremental", symbols, lambda: refresh(symbols, clock(1))))
+            results.append(pure_incremental(url, symbols, clock(2), measured))
+
+        if "features_100" in wanted:
+            sample = symbols[:100]
+            refresh(sample, MONDAY_CLOCK, assets=("market_data",))
+            results.append(
+                measured(
+                    "features_100", sample, lambda: refresh(sample, MONDAY_CLOCK, ("features",))
+                )
+            )
+
+    if args.baseline:
+        names = [f"X{i:05d}" for i in range(min(args.baseline_symbols, args.symbols))]
+        baseline.prepare(engine)
+        with Monitor(engine, database) as monitor:
+            wall, rows = baseline.run(url, names, clock(0))
+        result = Result(
+            "full_load",
+            len(names),
+            wall,
+            rows,
+            monitor.peaks.connections,
+            monitor.peaks.rss_mb,
+            mode="baseline",
+        )
+        print(result.line(), flush=True)
+        results.append(result)
+    engine.dispose()
+    return results
+
+
+def pure_incremental(url: str, symbols: list[str], as_of: str, measured) -> Result:
+    """The same incremental work without Dagster: the worker pool called directly."""
+    from mltrading_assets.isolation import default_workers, run_isolated
+    from mltrading_assets.symbol_work import WorkSpec, build_features, init_worker, load_market_data
+
+    spec = WorkSpec(database_url=url, source={"kind": "synthetic", "as_of": as_of})
+
+    def work() -> None:
+        for task in (load_market_data, build_features):
+            outcomes = run_isolated(
+                task,
+                symbols,
+                initializer=init_worker,
+                initargs=(spec,),
+                workers=default_workers(),
+                timeout_seconds=300,
+            )
+            failed = [o.symbol for o in outcomes if not o.ok]
+            if failed:
+                raise SystemExit(f"pure run failed for {failed[:5]}")
+
+    return measured("incremental_without_dagster", symbols, work)
+
+
+def report(results: list[Result]) -> None:
+    if not results:
+        return
+    print()
+    header = (
+        f"{'scenario':<30}{'symbols':>8}{'wall s':>9}{'s/symbol':>10}{'rows/s':>10}"
+        f"{'conns':>7}{'RSS MB':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        name = r.scenario + (f" ({r.mode})" if r.mode != "dagster" else "")
+        print(
+            f"{name:<30}{r.symbols:>8}{r.wall_s:>9.1f}{r.wall_s / r.symbols:>10.4f}"
+            f"{r.rows / r.wall_s:>10.0f}{r.peak_connections:>7}{r.peak_rss_mb:>8.0f}"
+        )
+    by_name = {(r.scenario, r.mode): r for r in results}
+    dagster_inc = by_name.get(("incremental", "dagster"))
+    pure = by_name.get(("incremental_without_dagster", "dagster"))
+    if dagster_inc and pure:
+        overhead = (dagster_inc.wall_s - pure.wall_s) / dagster_inc.symbols
+        print(
+            f"\nDagster overhead (incremental, total minus pure compute and I/O): "
+            f"{overhead:.4f} s/symbol"
+        )
+        print(
+            f"BENCH scenario=dagster_overhead symbols={dagster_inc.symbols} "
+            f"per_symbol_s={overhead:.4f}"
+        )
+    full = by_name.get(("full_load", "dagster"))
+    old = by_name.get(("full_load", "baseline"))
+    if full and old:
+        ratio = (old.wall_s / old.symbols) / (full.wall_s / full.symbols)
+        print(f"full load: {ratio:.1f}x faster per symbol than the baseline")
+        print(f"BENCH scenario=baseline_ratio symbols={full.symbols} ratio={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

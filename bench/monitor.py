@@ -1,0 +1,60 @@
+"""Samples taken while a scenario runs: peak PostgreSQL connections and peak process RSS."""
+
+import threading
+from dataclasses import dataclass
+
+import psutil
+import sqlalchemy as sa
+
+
+@dataclass
+class Peaks:
+    connections: int = 0
+    rss_mb: float = 0.0
+
+
+class Monitor:
+    """Background sampler of ``pg_stat_activity`` (for one database) and of the RSS of this
+    process and all its descendants (Dagster step processes, symbol workers)."""
+
+    def __init__(self, engine: sa.Engine, database: str, interval: float = 0.1) -> None:
+        self._engine = engine
+        self._database = database
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peaks = Peaks()
+
+    def __enter__(self) -> "Monitor":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        with self._engine.connect() as conn:
+            while not self._stop.is_set():
+                count = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = :d AND pid <> pg_backend_pid()"
+                    ),
+                    {"d": self._database},
+                ).scalar_one()
+                conn.rollback()  # pg_stat_activity is a per-transaction snapshot
+                self.peaks.connections = max(self.peaks.connections, count)
+                self.peaks.rss_mb = max(self.peaks.rss_mb, _largest_rss_mb(me))
+                self._stop.wait(self._interval)
+
+
+def _largest_rss_mb(root: psutil.Process) -> float:
+    largest = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            largest = max(largest, process.memory_info().rss)
+        except psutil.Error:
+            continue
+    return largest / 2**20
