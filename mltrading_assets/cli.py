@@ -278,29 +278,81 @@ def ui(host: str, port: int) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def doctor(as_json: bool) -> None:
-    """Check the database and which tables live in which schema; exit 1 on a problem."""
+    """Check database, schemas, Dagster migrations, daemon, schedules and data freshness.
+
+    Exits 1 on a problem (warnings alone exit 0)."""
+    import pandas as pd
+
     from mltrading_assets import doctor as health
+    from mltrading_assets.definitions import defs
 
     url = _environment()
-    try:
-        with _instance():
-            pass  # loading the instance creates or migrates Dagster's tables
-        instance_error = None
-    except Exception as exc:
-        instance_error = f"Dagster instance failed to load: {type(exc).__name__}: {exc}"
     report = health.check(url)
-    if instance_error:
-        report.problems.insert(0, instance_error)
+    if report.reachable:
+        try:
+            with _instance() as instance:  # loading it creates or migrates Dagster's tables
+                health.check_dagster(report, url, instance)
+        except Exception as exc:
+            report.problems.insert(
+                0, f"Dagster instance failed to load: {type(exc).__name__}: {exc}"
+            )
+        if not any("missing" in p for p in report.problems):
+            source = defs.resources["source"]
+            clock = pd.Timestamp.now(tz="UTC")
+            health.check_freshness(report, url, clock, _source_name(source))
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         click.echo(f"database: {report.database} ({'reachable' if report.reachable else 'DOWN'})")
         for schema, tables in sorted(report.tables.items()):
             click.echo(f"schema {schema}: {len(tables)} tables: {', '.join(tables)}")
+        for key, value in report.dagster.items():
+            click.echo(f"dagster {key}: {value}")
+        if report.freshness:
+            f = report.freshness
+            click.echo(f"freshness: {f['fresh']} of {f['active_symbols']} active symbols fresh")
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}")
         for problem in report.problems:
             click.echo(f"PROBLEM: {problem}")
         click.echo("ok" if report.ok else "problems found")
     raise SystemExit(0 if report.ok else 1)
+
+
+def _source_name(resource) -> str:
+    kind = getattr(resource, "kind", "synthetic")
+    return kind if isinstance(kind, str) else "synthetic"
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def stats(as_json: bool) -> None:
+    """Runs of the last day and week (success rate, median and p95 duration), the slowest
+    symbols, and rows per table."""
+    from mltrading_assets import stats as workflow_stats
+    from mltrading_assets.assets import feature_engineered_data, market_data
+
+    url = _environment()
+    engine = _engine(url)
+    with _instance() as instance:
+        result = workflow_stats.collect(
+            instance, engine, [market_data.key, feature_engineered_data.key]
+        )
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for period in ("last_day", "last_week"):
+        r = result[period]
+        rate = f"{r['success_rate']:.1%}" if r["success_rate"] is not None else "-"
+        click.echo(
+            f"{period.replace('_', ' ')}: {r['runs']} runs {r['by_status']}, success {rate}, "
+            f"median {r['median_duration_s']} s, p95 {r['p95_duration_s']} s"
+        )
+    click.echo("slowest symbols (last day):")
+    for row in result["slowest_symbols_last_day"]:
+        click.echo(f"  {row['symbol']:<10} {row['asset']:<24} {row['duration_s']} s")
+    click.echo("rows: " + ", ".join(f"{t} {n}" for t, n in result["rows"].items()))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 import dagster as dg
 
 from mltrading_assets.assets import feature_engineered_data, market_data
-from mltrading_assets.jobs import features_job, market_data_job
+from mltrading_assets.checks import asset_checks
+from mltrading_assets.jobs import features_job, market_data_job, quality_checks_job
 from mltrading_assets.rebuild import rebuild_all_job
 from mltrading_assets.resources import (
     BarSourceResource,
@@ -11,10 +12,17 @@ from mltrading_assets.resources import (
     ProcessingResource,
     env_or,
 )
-from mltrading_assets.schedules import features_schedule, market_data_schedule
+from mltrading_assets.retention import retention_job, retention_schedule
+from mltrading_assets.schedules import (
+    features_schedule,
+    market_data_schedule,
+    quality_checks_schedule,
+)
 from mltrading_assets.sensors import (
     features_after_failed_market_data,
     features_after_market_data,
+    log_failed_runs,
+    log_successful_runs,
     symbol_universe_sensor,
 )
 
@@ -38,9 +46,21 @@ executor = dg.multiprocess_executor.configured(
 
 defs = dg.Definitions(
     assets=[market_data, feature_engineered_data],
-    jobs=[market_data_job, features_job, rebuild_all_job],
-    schedules=[market_data_schedule, features_schedule],
-    sensors=[features_after_market_data, features_after_failed_market_data, symbol_universe_sensor],
+    asset_checks=asset_checks,
+    jobs=[market_data_job, features_job, rebuild_all_job, quality_checks_job, retention_job],
+    schedules=[
+        market_data_schedule,
+        features_schedule,
+        quality_checks_schedule,
+        retention_schedule,
+    ],
+    sensors=[
+        features_after_market_data,
+        features_after_failed_market_data,
+        symbol_universe_sensor,
+        log_successful_runs,
+        log_failed_runs,
+    ],
     resources={
         "database": PostgresResource(url=dg.EnvVar("MLTRADING_DATABASE_URL")),
         "source": BarSourceResource(

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from mltrading_assets.db.engine import APP_SCHEMA, DAGSTER_SCHEMA, redacted
 
-APP_TABLES = ("stock_info", "market_data", "feature_engineered_data")
+APP_TABLES = ("stock_info", "market_data", "feature_engineered_data", "system_logs")
 # A few of the tables dagster-postgres creates; enough to tell where its storage went.
 DAGSTER_TABLES = ("runs", "event_logs", "jobs", "instance_info")
 
@@ -16,7 +16,10 @@ class Report:
     database: str
     reachable: bool = False
     tables: dict[str, list[str]] = field(default_factory=dict)
+    dagster: dict = field(default_factory=dict)
+    freshness: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -75,3 +78,100 @@ def check(url: str) -> Report:
             "(check dagster.yaml and DAGSTER_HOME)"
         )
     return report
+
+
+# A daemon that has not reported for this long has stopped: schedules and sensors are idle.
+HEARTBEAT_STALE_AFTER_S = 300
+
+
+def migration_state(conn: sa.Connection) -> tuple[str | None, str]:
+    """(revision of Dagster's schema in the database, newest revision this Dagster knows)."""
+    import dagster_postgres.run_storage.run_storage as pg_run_storage
+    from alembic.script import ScriptDirectory
+    from dagster_postgres.utils import pg_alembic_config
+
+    head = ScriptDirectory.from_config(
+        pg_alembic_config(pg_run_storage.__file__)
+    ).get_current_head()
+    current = conn.execute(
+        sa.text(f"SELECT version_num FROM {DAGSTER_SCHEMA}.alembic_version")
+    ).scalar()
+    return current, head
+
+
+def check_dagster(report: Report, url: str, instance) -> None:
+    """Migrations, daemon heartbeat and schedule state, added to ``report``."""
+    import time
+
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"))
+    try:
+        with engine.connect() as conn:
+            current, head = migration_state(conn)
+    except sa.exc.SQLAlchemyError as exc:
+        report.problems.append(f"cannot read Dagster's migration state: {exc.__class__.__name__}")
+        return
+    finally:
+        engine.dispose()
+    report.dagster["migration"] = {"database": current, "code": head}
+    if current != head:
+        report.problems.append(
+            f"Dagster storage is at migration {current}, this Dagster expects {head}: "
+            "run `dagster instance migrate`"
+        )
+    heartbeats = instance.get_daemon_heartbeats()
+    newest = max((hb.timestamp for hb in heartbeats.values()), default=None)
+    report.dagster["daemon_heartbeat_age_s"] = round(time.time() - newest, 1) if newest else None
+    if newest is None:
+        report.warnings.append(
+            "the Dagster daemon has never run here: schedules and sensors start with `mltrading ui`"
+        )
+    elif time.time() - newest > HEARTBEAT_STALE_AFTER_S:
+        report.problems.append(
+            f"the Dagster daemon last reported {time.time() - newest:.0f} s ago: it has stopped, "
+            "so schedules and sensors are idle"
+        )
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+    report.dagster["schedules"] = {state.name: state.status.value for state in states}
+    stopped = [s.name for s in states if s.status == InstigatorStatus.STOPPED]
+    if stopped:
+        report.warnings.append(f"schedules switched off: {', '.join(sorted(stopped))}")
+
+
+def check_freshness(report: Report, url: str, now, source: str) -> None:
+    """How many active symbols have bars up to the last trading hour."""
+    import pandas as pd
+
+    from mltrading_assets.market_calendar import nyse_calendar
+
+    calendar = nyse_calendar()
+    # The newest bar due: an hour before now while open, else the last session's final bar.
+    minute = now.floor("min")
+    reference = minute if calendar.is_open_on_minute(minute) else calendar.previous_close(minute)
+    due = reference - pd.Timedelta(hours=1)
+    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT s.symbol, max(m.timestamp) AS newest FROM public.stock_info s "
+                    "LEFT JOIN public.market_data m ON m.symbol = s.symbol AND m.source = :src "
+                    "WHERE s.active GROUP BY s.symbol"
+                ),
+                {"src": source},
+            ).all()
+    finally:
+        engine.dispose()
+    stale = sorted(s for s, newest in rows if newest is None or pd.Timestamp(newest) < due)
+    report.freshness = {
+        "active_symbols": len(rows),
+        "fresh": len(rows) - len(stale),
+        "stale": len(stale),
+        "stale_examples": stale[:10],
+        "bars_due_since": due.isoformat(),
+    }
+    if stale:
+        report.warnings.append(
+            f"{len(stale)} of {len(rows)} active symbols have no bar since {due:%Y-%m-%d %H:%M} UTC"
+        )

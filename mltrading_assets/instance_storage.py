@@ -55,3 +55,9 @@ class SchemaScopedPostgresStorage(DagsterPostgresStorage):
             statement_timeout=0, pool_recycle=3600, max_overflow=1
         )
         return storage
+
+    def dispose(self) -> None:
+        super().dispose()
+        # dagster-postgres expects its engines to hold no connections and never disposes
+        # them; the kept-open event-log connection must be closed with the instance.
+        self.event_log_storage._engine.dispose()

@@ -10,14 +10,22 @@ MAX_RUNTIME_TAGS = {"dagster/max_runtime": "3600"}
 
 market_data_job = dg.define_asset_job(
     "market_data_job",
-    selection=[market_data],
+    # Checks run in their own job (quality_checks_job), not in every refresh.
+    selection=dg.AssetSelection.assets(market_data).without_checks(),
     description="Fetch and store hourly bars for the selected symbols.",
     tags=MAX_RUNTIME_TAGS,
 )
 
 features_job = dg.define_asset_job(
     "features_job",
-    selection=[feature_engineered_data],
+    selection=dg.AssetSelection.assets(feature_engineered_data).without_checks(),
     description="Compute technical features for the selected symbols.",
+    tags=MAX_RUNTIME_TAGS,
+)
+
+quality_checks_job = dg.define_asset_job(
+    "quality_checks_job",
+    selection=dg.AssetSelection.checks_for_assets(market_data, feature_engineered_data),
+    description="Data-quality checks of both assets for the selected symbols.",
     tags=MAX_RUNTIME_TAGS,
 )

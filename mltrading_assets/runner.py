@@ -31,7 +31,17 @@ def rebuild_all_job_def() -> dg.JobDefinition:
     return defs.resolve_job_def("rebuild_all_job")
 
 
-JOBS = {"market_data": market_data_job_def, "features": features_job_def}
+def quality_checks_job_def() -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return defs.resolve_job_def("quality_checks_job")
+
+
+JOBS = {
+    "market_data": market_data_job_def,
+    "features": features_job_def,
+    "checks": quality_checks_job_def,
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,8 @@ def materialize(
     run_config: dict | None = None,
     log_level: str = "INFO",
 ) -> list[RunSummary]:
-    """Materialize ``asset`` ("market_data" or "features") for ``symbols`` in ranged runs.
+    """Materialize ``asset`` ("market_data" or "features"), or run the quality "checks", for
+    ``symbols`` in ranged runs.
 
     ``run_config`` replaces a resource's whole configuration (e.g. a pinned synthetic clock).
     """

@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from mltrading_assets.db.symbols import active_symbols
-from mltrading_assets.jobs import features_job, market_data_job
+from mltrading_assets.jobs import features_job, market_data_job, quality_checks_job
 from mltrading_assets.market_calendar import NEW_YORK, market_hours_skip_reason
 from mltrading_assets.partitions import SYMBOLS_PER_RUN, contiguous_ranges, range_tags
 from mltrading_assets.resources import PostgresResource
@@ -33,7 +33,7 @@ def symbol_range_requests(
 
 
 def market_data_requests(
-    instance: dg.DagsterInstance, active: list[str], tick: pd.Timestamp
+    instance: dg.DagsterInstance, active: list[str], tick: pd.Timestamp, prefix: str = "market_data"
 ) -> dg.SkipReason | list[dg.RunRequest]:
     reason = market_hours_skip_reason(tick)
     if reason:
@@ -43,7 +43,16 @@ def market_data_requests(
     if not symbols:
         return dg.SkipReason("no active symbols: add some with `mltrading symbols add`")
     stamp = tick.isoformat()
-    return symbol_range_requests(ordered, symbols, f"market_data:{stamp}", {TICK_TAG: stamp})
+    return symbol_range_requests(ordered, symbols, f"{prefix}:{stamp}", {TICK_TAG: stamp})
+
+
+def _active(database: PostgresResource) -> list[str]:
+    engine = database.engine(pool_size=1)
+    try:
+        with engine.connect() as conn:
+            return active_symbols(conn)
+    finally:
+        engine.dispose()
 
 
 @dg.schedule(
@@ -54,14 +63,8 @@ def market_data_requests(
     description="Hourly bars for every active symbol during NYSE hours.",
 )
 def market_data_schedule(context: dg.ScheduleEvaluationContext, database: PostgresResource):
-    engine = database.engine(pool_size=1)
-    try:
-        with engine.connect() as conn:
-            active = active_symbols(conn)
-    finally:
-        engine.dispose()
     tick = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC")
-    return market_data_requests(context.instance, active, tick)
+    return market_data_requests(context.instance, _active(database), tick)
 
 
 def features_requests(
@@ -102,3 +105,15 @@ def features_requests(
 def features_schedule(context: dg.ScheduleEvaluationContext):
     tick = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC")
     return features_requests(context.instance, tick)
+
+
+@dg.schedule(
+    job=quality_checks_job,
+    cron_schedule="30 9-16 * * 1-5",
+    execution_timezone=NEW_YORK,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Data-quality checks of every active symbol, half past each market hour.",
+)
+def quality_checks_schedule(context: dg.ScheduleEvaluationContext, database: PostgresResource):
+    tick = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC")
+    return market_data_requests(context.instance, _active(database), tick, prefix="checks")

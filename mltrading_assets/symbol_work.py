@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from mltrading_assets.charts import chart_markdown, feature_chart_png, latest_values_markdown
 from mltrading_assets.db.bars import first_bar_time, last_bar_time, read_bars, write_bars
 from mltrading_assets.db.engine import create_app_engine
 from mltrading_assets.db.feature_rows import first_dirty_bar, write_features
@@ -39,6 +40,8 @@ class WorkSpec:
     feature_set: str = "core"
     # Reload the whole history and recompute every feature (the rebuild job).
     full_refresh: bool = False
+    # Attach a chart and a table of the latest values to each feature materialization.
+    charts: bool = True
     # Test-only fault injection: {"SYMBOL": "raise" | "hang" | "kill"}.
     faults: dict[str, str] = field(default_factory=dict)
 
@@ -145,6 +148,13 @@ def load_market_data(symbol: str) -> dict[str, Any]:
 def _compute(worker: _Worker, symbol: str) -> dict[str, Any]:
     spec, source_name = worker.spec, worker.source.name
     feature_set = spec.feature_set
+    details: dict[str, Any] = {
+        "source": source_name,
+        "feature_set": feature_set,
+        "feature_version": FEATURE_VERSION,
+        "bars_read": 0,
+        "rows_written": 0,
+    }
     with worker.engine.begin() as conn:
         if spec.full_refresh:
             dirty = first_bar_time(conn, symbol, source_name)
@@ -156,25 +166,19 @@ def _compute(worker: _Worker, symbol: str) -> dict[str, Any]:
                     f"{symbol}: no bars from source {source_name!r} in market_data; "
                     "materialize market_data for it first"
                 )
-            written = 0
-            span: dict[str, Any] = {"first_bar": None, "last_bar": None}
-            bars_read = 0
-        else:
-            bars = read_bars(conn, symbol, source_name, since=dirty, lookback=LOOKBACK_BARS)
-            features = compute_features(bars, feature_set=feature_set)
-            features = features.loc[features.index >= dirty]
-            counts = write_features(
-                conn, symbol, source_name, bars, features, feature_set, FEATURE_VERSION
-            )
-            written, span, bars_read = counts.written, _bar_span(features.index), len(bars)
-    return {
-        "source": source_name,
-        "feature_set": feature_set,
-        "feature_version": FEATURE_VERSION,
-        "bars_read": bars_read,
-        "rows_written": written,
-        **span,
-    }
+            return details
+        bars = read_bars(conn, symbol, source_name, since=dirty, lookback=LOOKBACK_BARS)
+        computed = compute_features(bars, feature_set=feature_set)
+        features = computed.loc[computed.index >= dirty]
+        counts = write_features(
+            conn, symbol, source_name, bars, features, feature_set, FEATURE_VERSION
+        )
+    details.update(bars_read=len(bars), rows_written=counts.written, **_bar_span(features.index))
+    if spec.charts:
+        # Drawn after the commit: the picture must never hold the transaction open.
+        details["chart"] = chart_markdown(feature_chart_png(bars, computed, symbol), symbol)
+        details["latest_values"] = latest_values_markdown(bars, computed)
+    return details
 
 
 def build_features(symbol: str) -> dict[str, Any]:

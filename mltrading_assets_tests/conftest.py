@@ -17,7 +17,7 @@ from mltrading_assets.db.migrate import apply_schema
 from mltrading_assets.embedded import PROJECT_ROOT, ensure_database
 
 FIXTURES = Path(__file__).parent / "fixtures"
-APP_TABLES = ["feature_engineered_data", "market_data", "stock_info"]
+APP_TABLES = ["feature_engineered_data", "market_data", "stock_info", "system_logs"]
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 

@@ -217,13 +217,20 @@ def test_connections_stay_bounded_while_200_symbols_are_processed(instance, univ
         with db.connect() as conn:
             while not stop.is_set():
                 count = conn.execute(
-                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"),
-                    {"d": database},
+                    # Connections the run opened. Idle ones that other Dagster instances of
+                    # this pytest process opened earlier are not the run's.
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = :d "
+                        "AND application_name <> 'mltrading-tests' AND backend_start >= :t"
+                    ),
+                    {"d": database, "t": started},
                 ).scalar_one()
                 conn.rollback()  # pg_stat_activity is a per-transaction snapshot
                 peak = max(peak, count)
                 stop.wait(0.05)
 
+    with db.connect() as conn:
+        started = conn.execute(sa.text("SELECT now()")).scalar_one()
     sampler = threading.Thread(target=sample)
     sampler.start()
     config = run_config()
@@ -234,6 +241,7 @@ def test_connections_stay_bounded_while_200_symbols_are_processed(instance, univ
         stop.set()
         sampler.join()
     assert run.success
-    # Issue target: worker count + 3 (Dagster's short-lived storage sessions, the step);
-    # +1 for the sampler's own connection.
-    assert peak <= 2 + 3 + 1, f"peak {peak} connections"
+    # Issue target: worker count + 3. Counted here: the workers, the step's and Dagster's
+    # short-lived storage sessions; the orchestrator reuses this process's instance, whose
+    # kept-open connection may predate the run, hence + 2 for what the run opened.
+    assert peak <= 2 + 2, f"peak {peak} connections"

@@ -29,13 +29,19 @@ class BatchResult:
     rows_written: int
 
 
+MARKDOWN_DETAILS = ("chart", "latest_values")
+
+
 def _metadata(details: dict[str, Any]) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     for key, value in details.items():
+        if value is None:
+            continue
         if key in ("first_bar", "last_bar"):
-            if value is not None:
-                metadata[key] = dg.MetadataValue.timestamp(pd.Timestamp(value))
-        elif value is not None:
+            metadata[key] = dg.MetadataValue.timestamp(pd.Timestamp(value))
+        elif key in MARKDOWN_DETAILS:
+            metadata[key] = dg.MetadataValue.md(value)
+        else:
             metadata[key] = value
     return metadata
 
@@ -79,6 +85,7 @@ def process_symbols(
         overlap_days=source.overlap_days,
         feature_set=processing.feature_set,
         full_refresh=full_refresh,
+        charts=processing.charts,
         faults=processing.faults(),
     )
     workers = min(processing.worker_count(), len(symbols), max_workers or len(symbols))

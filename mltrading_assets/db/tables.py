@@ -58,3 +58,18 @@ feature_engineered_data = sa.Table(
     *[sa.Column(name, sa.Text, nullable=False) for name in FEATURE_META_COLUMNS],
     *_audit_columns(),
 )
+
+system_logs = sa.Table(
+    "system_logs",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("job_name", sa.Text, nullable=False),
+    sa.Column("partitions", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("duration_s", sa.Float(53)),
+    sa.Column("error", sa.Text),
+    sa.Column("logged_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)

@@ -21,6 +21,10 @@ class ProcessingResource(dg.ConfigurableResource):
         default="fork",
         description="how workers start: fork (fast) or forkserver (fresh interpreter)",
     )
+    charts: bool = Field(
+        default=True,
+        description="attach a chart and the latest values to each feature materialization",
+    )
     feature_set: str = Field(default="core", description="core | extended")
     fault_injection: str = Field(
         default="",

@@ -1,0 +1,42 @@
+"""The benchmark still runs end to end (tiny N; its figures are read from its output, never
+asserted on here)."""
+
+import os
+import subprocess
+import sys
+
+from mltrading_assets.embedded import PROJECT_ROOT
+
+
+def test_bench_prints_a_machine_readable_line_per_scenario(server_url):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--symbols",
+            "3",
+            "--baseline",
+            "--baseline-symbols",
+            "1",
+            "--database-url",
+            server_url,
+        ],
+        cwd=PROJECT_ROOT,
+        env={k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME",)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
+    scenarios = [line.split()[1] for line in lines]
+    assert scenarios[:4] == [
+        "scenario=full_load",
+        "scenario=incremental",
+        "scenario=incremental_without_dagster",
+        "scenario=features_100",
+    ]
+    assert any("mode=baseline" in line for line in lines)
+    for field in ("wall_s=", "per_symbol_s=", "rows_per_s=", "peak_connections=", "peak_rss_mb="):
+        assert field in lines[0]

@@ -1,0 +1,191 @@
+"""Operations: data-quality checks per symbol, the system_logs table, retention, charts."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from mltrading_assets.assets import feature_engineered_data, market_data
+from mltrading_assets.resources import PostgresResource
+from mltrading_assets.retention import expired_runs
+from mltrading_assets.runner import materialize, register_partitions
+from mltrading_assets.sensors import log_failed_runs, log_successful_runs
+from mltrading_assets_tests.test_dagster_runs import materializations, run_config
+
+MONDAY_NOON = "2026-11-23T17:00:00Z"  # 12:00 New York, market open
+
+
+def config_at(as_of: str, **processing) -> dict:
+    config = run_config(**processing)
+    config["resources"]["source"]["config"]["as_of"] = as_of
+    return config
+
+
+def evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[tuple[str, str], bool]:
+    result = {}
+    for event in instance.all_logs(run_id):
+        dagster_event = event.dagster_event
+        if dagster_event and dagster_event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = dagster_event.event_specific_data
+            if data.partition:
+                result[(data.check_name, data.partition)] = data.passed
+    return result
+
+
+@pytest.fixture
+def loaded(instance, db):
+    symbols = ["GOOD", "BAD"]
+    register_partitions(instance, symbols)
+    materialize(instance, "market_data", symbols, run_config=config_at(MONDAY_NOON))
+    materialize(instance, "features", symbols, run_config=config_at(MONDAY_NOON))
+    return symbols
+
+
+def test_checks_pass_on_good_data(instance, loaded):
+    [run] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
+    assert run.success
+    results = evaluations(instance, run.run_id)
+    assert len(results) == 12  # six checks x two symbols
+    assert all(results.values()), results
+
+
+def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
+    with db.begin() as conn:
+        run = lambda sql: conn.execute(sa.text(sql))  # noqa: E731
+        # open above high on one bar
+        run(
+            "UPDATE market_data SET open = high * 2 WHERE symbol = 'BAD' AND timestamp = "
+            "(SELECT min(timestamp) FROM market_data WHERE symbol = 'BAD')"
+        )
+        # a whole session missing inside the history
+        run(
+            "DELETE FROM market_data WHERE symbol = 'BAD' AND timestamp >= '2026-06-01' "
+            "AND timestamp < '2026-06-02'"
+        )
+        # nothing since Friday while the market is open on Monday
+        run("DELETE FROM market_data WHERE symbol = 'BAD' AND timestamp >= '2026-11-23'")
+        # the same bar twice, a minute apart
+        run(
+            "INSERT INTO market_data (symbol, timestamp, source, open, high, low, close, volume) "
+            "SELECT symbol, timestamp + interval '1 minute', source, open, high, low, close, "
+            "volume FROM market_data WHERE symbol = 'BAD' ORDER BY timestamp DESC LIMIT 1"
+        )
+        # a feature out of its range
+        run(
+            "UPDATE feature_engineered_data SET williams_r = 5 WHERE symbol = 'BAD' AND "
+            "williams_r IS NOT NULL AND timestamp = (SELECT max(timestamp) FROM "
+            "feature_engineered_data WHERE symbol = 'BAD' AND williams_r IS NOT NULL)"
+        )
+    [check_run] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
+    results = evaluations(instance, check_run.run_id)
+    for check in (
+        "ohlc_sane",
+        "no_duplicate_bars",
+        "no_session_gaps",
+        "fresh_during_market_hours",
+        "feature_ranges",
+        "rows_match_bars",
+    ):
+        assert results[(check, "GOOD")] is True, check
+        assert results[(check, "BAD")] is False, check
+
+
+def test_freshness_is_a_warning_and_passes_while_the_market_is_closed(instance, loaded):
+    saturday = "2026-11-28T17:00:00Z"
+    [run] = materialize(instance, "checks", loaded, run_config=config_at(saturday))
+    assert evaluations(instance, run.run_id)[("fresh_during_market_hours", "BAD")] is True
+    severities = [
+        e.dagster_event.event_specific_data.severity
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event
+        and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.dagster_event.event_specific_data.check_name == "fresh_during_market_hours"
+    ]
+    assert set(severities) == {dg.AssetCheckSeverity.WARN}
+
+
+def _finished_event(instance, run_id: str, event_type: str) -> dg.DagsterEvent:
+    return next(
+        e.dagster_event
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == event_type
+    )
+
+
+def test_system_logs_get_one_row_per_success_and_failure(instance, db, database_url):
+    register_partitions(instance, ["AAPL", "FAIL"])
+    [ok] = materialize(instance, "market_data", ["AAPL"], run_config=run_config())
+    [bad] = materialize(
+        instance, "market_data", ["FAIL"], run_config=run_config(fault_injection="FAIL=raise")
+    )
+    resources = {"database": PostgresResource(url=database_url)}
+    success = dg.build_run_status_sensor_context(
+        sensor_name=log_successful_runs.name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(ok.run_id),
+        dagster_event=_finished_event(instance, ok.run_id, "PIPELINE_SUCCESS"),
+        resources=resources,
+    )
+    log_successful_runs(success)
+    log_successful_runs(success)  # a re-delivered event adds nothing
+    failure = dg.build_run_status_sensor_context(
+        sensor_name=log_failed_runs.name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(bad.run_id),
+        dagster_event=_finished_event(instance, bad.run_id, "PIPELINE_FAILURE"),
+        resources=resources,
+    ).for_run_failure()
+    log_failed_runs(failure)
+    with db.connect() as conn:
+        rows = {
+            r.run_id: r
+            for r in conn.execute(sa.text("SELECT * FROM system_logs ORDER BY id")).all()
+        }
+    assert set(rows) == {ok.run_id, bad.run_id}
+    assert rows[ok.run_id].status == "SUCCESS" and rows[ok.run_id].partitions == "AAPL..AAPL"
+    assert rows[ok.run_id].job_name == "market_data_job" and rows[ok.run_id].duration_s > 0
+    assert rows[bad.run_id].status == "FAILURE"
+    assert "injected failure for FAIL" in rows[bad.run_id].error
+
+
+def test_retention_keeps_the_latest_materialization_of_every_partition(instance, db):
+    register_partitions(instance, ["A", "B"])
+    [first] = materialize(instance, "market_data", ["A", "B"], run_config=run_config())
+    [second] = materialize(instance, "market_data", ["A"], run_config=run_config())
+    [failed] = materialize(
+        instance, "market_data", ["A"], run_config=run_config(fault_injection="A=raise")
+    )
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=45)
+    expired = expired_runs(instance, max_age_days=30, now=later)
+    # `first` still holds B's latest materialization, `second` holds A's.
+    assert expired == [failed.run_id]
+    assert expired_runs(instance, max_age_days=60, now=later) == []
+
+    from mltrading_assets.runner import JOBS  # noqa: F401  (job defs resolve in-process)
+
+    with dg.execute_job(
+        dg.reconstructable(_retention_job),
+        instance=instance,
+        run_config={"ops": {"delete_expired_runs": {"config": {"max_age_days": 0}}}},
+    ) as result:
+        assert result.success
+    assert instance.get_run_by_id(failed.run_id) is None
+    assert instance.get_run_by_id(first.run_id) is not None
+    latest = materializations(instance, market_data)
+    assert set(latest) == {"A", "B"}
+
+
+def _retention_job() -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return defs.resolve_job_def("retention_job")
+
+
+def test_feature_materializations_carry_a_chart_and_latest_values(instance, db):
+    register_partitions(instance, ["AAPL"])
+    materialize(instance, "market_data", ["AAPL"], run_config=run_config())
+    materialize(instance, "features", ["AAPL"], run_config=run_config())
+    meta = materializations(instance, feature_engineered_data)["AAPL"].metadata
+    assert meta["chart"].value.startswith("![AAPL features](data:image/png;base64,")
+    assert "| williams_r |" in meta["latest_values"].value
