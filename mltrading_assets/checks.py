@@ -66,7 +66,9 @@ def _per_symbol(symbols: list[str], frame: pd.DataFrame, judge) -> Results:
     }
 
 
-def ohlc_problems(database: PostgresResource, source: str, symbols: list[str]) -> Results:
+def ohlc_problems(
+    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
+) -> Results:
     frame = _query(
         database,
         "SELECT symbol, count(*) AS bars, count(*) FILTER (WHERE NOT ("
@@ -81,7 +83,9 @@ def ohlc_problems(database: PostgresResource, source: str, symbols: list[str]) -
     )
 
 
-def duplicate_problems(database: PostgresResource, source: str, symbols: list[str]) -> Results:
+def duplicate_problems(
+    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
+) -> Results:
     # Two bars starting within the same hour are the same bar twice (e.g. 9:30 and 9:31).
     frame = _query(
         database,
@@ -97,7 +101,9 @@ def duplicate_problems(database: PostgresResource, source: str, symbols: list[st
     )
 
 
-def gap_problems(database: PostgresResource, source: str, symbols: list[str]) -> Results:
+def gap_problems(
+    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
+) -> Results:
     frame = _query(
         database,
         'SELECT symbol, min("timestamp") AS first, max("timestamp") AS last, '
@@ -149,7 +155,9 @@ def _float_columns() -> list[str]:
     return [c for c in ALL_FEATURE_COLUMNS if c not in INTEGER_COLUMNS]
 
 
-def feature_range_problems(database: PostgresResource, source: str, symbols: list[str]) -> Results:
+def feature_range_problems(
+    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
+) -> Results:
     non_finite = " OR ".join(f"{c} IN ('NaN', 'Infinity', '-Infinity')" for c in _float_columns())
     frame = _query(
         database,
@@ -171,7 +179,9 @@ def feature_range_problems(database: PostgresResource, source: str, symbols: lis
     )
 
 
-def row_count_problems(database: PostgresResource, source: str, symbols: list[str]) -> Results:
+def row_count_problems(
+    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
+) -> Results:
     frame = _query(
         database,
         "SELECT m.symbol, count(*) AS bars, count(f.symbol) AS feature_rows "
@@ -191,62 +201,67 @@ def row_count_problems(database: PostgresResource, source: str, symbols: list[st
     )
 
 
-def _check(asset: dg.AssetsDefinition, name: str, description: str):
-    return dg.asset_check(
+def _symbol_check(
+    asset: dg.AssetsDefinition,
+    name: str,
+    severity: dg.AssetCheckSeverity,
+    problems,
+    description: str,
+) -> dg.AssetChecksDefinition:
+    """An asset check over the run's symbol partitions, judged by ``problems``."""
+
+    @dg.asset_check(
         asset=asset, name=name, partitions_def=symbol_partitions, description=description
     )
+    def _check(context, database: PostgresResource, source: BarSourceResource):
+        bars = source.build()
+        results = problems(database, bars.name, list(context.partition_keys), bars.now())
+        return _report(context, asset, name, severity, results)
 
-
-@_check(market_data, "ohlc_sane", "Every bar has low <= open, close <= high and prices > 0.")
-def ohlc_sane(context, database: PostgresResource, source: BarSourceResource):
-    results = ohlc_problems(database, source.build().name, list(context.partition_keys))
-    return _report(context, market_data, "ohlc_sane", ERROR, results)
-
-
-@_check(market_data, "no_duplicate_bars", "No two bars of a symbol start within the same hour.")
-def no_duplicate_bars(context, database: PostgresResource, source: BarSourceResource):
-    results = duplicate_problems(database, source.build().name, list(context.partition_keys))
-    return _report(context, market_data, "no_duplicate_bars", ERROR, results)
-
-
-@_check(market_data, "no_session_gaps", "Every NYSE session inside the history has bars.")
-def no_session_gaps(context, database: PostgresResource, source: BarSourceResource):
-    results = gap_problems(database, source.build().name, list(context.partition_keys))
-    return _report(context, market_data, "no_session_gaps", ERROR, results)
-
-
-@_check(
-    market_data,
-    "fresh_during_market_hours",
-    "While NYSE is open, the newest bar is at most one trading hour old.",
-)
-def fresh_during_market_hours(context, database: PostgresResource, source: BarSourceResource):
-    bars = source.build()
-    results = freshness_problems(database, bars.name, list(context.partition_keys), bars.now())
-    return _report(context, market_data, "fresh_during_market_hours", WARN, results)
-
-
-@_check(
-    feature_engineered_data,
-    "feature_ranges",
-    "williams_r within [-100, 0]; no NaN or infinite value stored in any feature.",
-)
-def feature_ranges(context, database: PostgresResource, source: BarSourceResource):
-    results = feature_range_problems(database, source.build().name, list(context.partition_keys))
-    return _report(context, feature_engineered_data, "feature_ranges", ERROR, results)
-
-
-@_check(feature_engineered_data, "rows_match_bars", "One feature row for every stored bar.")
-def rows_match_bars(context, database: PostgresResource, source: BarSourceResource):
-    results = row_count_problems(database, source.build().name, list(context.partition_keys))
-    return _report(context, feature_engineered_data, "rows_match_bars", ERROR, results)
+    return _check
 
 
 asset_checks = [
-    ohlc_sane,
-    no_duplicate_bars,
-    no_session_gaps,
-    fresh_during_market_hours,
-    feature_ranges,
-    rows_match_bars,
+    _symbol_check(
+        market_data,
+        "ohlc_sane",
+        ERROR,
+        ohlc_problems,
+        "Every bar has low <= open, close <= high and prices > 0.",
+    ),
+    _symbol_check(
+        market_data,
+        "no_duplicate_bars",
+        ERROR,
+        duplicate_problems,
+        "No two bars of a symbol start within the same hour.",
+    ),
+    _symbol_check(
+        market_data,
+        "no_session_gaps",
+        ERROR,
+        gap_problems,
+        "Every NYSE session inside the history has bars.",
+    ),
+    _symbol_check(
+        market_data,
+        "fresh_during_market_hours",
+        WARN,
+        freshness_problems,
+        "While NYSE is open, the newest bar is at most one trading hour old.",
+    ),
+    _symbol_check(
+        feature_engineered_data,
+        "feature_ranges",
+        ERROR,
+        feature_range_problems,
+        "williams_r within [-100, 0]; no NaN or infinite value stored in any feature.",
+    ),
+    _symbol_check(
+        feature_engineered_data,
+        "rows_match_bars",
+        ERROR,
+        row_count_problems,
+        "One feature row for every stored bar.",
+    ),
 ]

@@ -11,6 +11,7 @@ from mltrading_assets.db.bars import read_bars, write_bars
 from mltrading_assets.db.migrate import apply_schema
 from mltrading_assets.db.tables import metadata
 from mltrading_assets.features import CORE_COLUMNS, compute_features
+from mltrading_assets.features.contract import INTEGER_COLUMNS
 from mltrading_assets.isolation import SymbolTaskError
 from mltrading_assets.symbol_work import WorkSpec, build_features, init_worker, load_market_data
 from mltrading_assets_tests.conftest import table_count
@@ -157,17 +158,7 @@ def test_undefined_features_are_sql_null_never_nan(worker, db):
             sa.text(
                 "SELECT count(*) FROM feature_engineered_data WHERE "
                 + " OR ".join(
-                    f"{c} = 'NaN'::float8"
-                    for c in CORE_COLUMNS
-                    if c
-                    not in (
-                        "returns_sign",
-                        "hour",
-                        "day_of_week",
-                        "is_market_open",
-                        "sma_cross_24_120",
-                        "sma_cross_120_480",
-                    )
+                    f"{c} = 'NaN'::float8" for c in CORE_COLUMNS if c not in INTEGER_COLUMNS
                 )
             )
         ).scalar_one()

@@ -92,10 +92,13 @@ def copy_upsert(
         return UpsertCounts(0, 0)
     names = tuple(values)
     stage = _stage_name(table, names)
-    definition = ", ".join(['"timestamp" timestamptz', *[f'"{c}" float8' for c in names]])
-    conn.exec_driver_sql(
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS"
-    )
+    created = conn.connection.info.setdefault("mltrading_stages", set())
+    if stage not in created:  # temp tables live as long as the database session
+        definition = ", ".join(['"timestamp" timestamptz', *[f'"{c}" float8' for c in names]])
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS"
+        )
+        created.add(stage)
     payload = binary_copy.encode(timestamps, [values[n] for n in names])
     column_list = ", ".join(f'"{c}"' for c in ["timestamp", *names])
     conn.connection.driver_connection.cursor().copy_expert(
