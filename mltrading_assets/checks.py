@@ -58,6 +58,23 @@ def _report(
     )
 
 
+def _by_symbol(
+    database: PostgresResource,
+    aggregates: str,
+    symbols: list[str],
+    source: str,
+    table: str = "market_data",
+) -> pd.DataFrame:
+    """One row of ``aggregates`` per symbol of ``table`` (our SQL; symbols are bound)."""
+    return _query(
+        database,
+        f"SELECT symbol, {aggregates} FROM public.{table} "
+        "WHERE symbol = ANY(:symbols) AND source = :source GROUP BY symbol",
+        symbols=symbols,
+        source=source,
+    )
+
+
 def _per_symbol(symbols: list[str], frame: pd.DataFrame, judge) -> Results:
     by_symbol = {row.symbol: row for row in frame.itertuples(index=False)}
     return {
@@ -69,14 +86,12 @@ def _per_symbol(symbols: list[str], frame: pd.DataFrame, judge) -> Results:
 def ohlc_problems(
     database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
 ) -> Results:
-    frame = _query(
+    frame = _by_symbol(
         database,
-        "SELECT symbol, count(*) AS bars, count(*) FILTER (WHERE NOT ("
-        " low > 0 AND low <= LEAST(open, close) AND GREATEST(open, close) <= high)) AS bad "
-        "FROM public.market_data WHERE symbol = ANY(:symbols) AND source = :source "
-        "GROUP BY symbol",
-        symbols=symbols,
-        source=source,
+        "count(*) AS bars, count(*) FILTER (WHERE NOT ("
+        " low > 0 AND low <= LEAST(open, close) AND GREATEST(open, close) <= high)) AS bad",
+        symbols,
+        source,
     )
     return _per_symbol(
         symbols, frame, lambda r: (r.bad == 0, {"bars": int(r.bars), "bad_bars": int(r.bad)})
@@ -87,14 +102,12 @@ def duplicate_problems(
     database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
 ) -> Results:
     # Two bars starting within the same hour are the same bar twice (e.g. 9:30 and 9:31).
-    frame = _query(
+    frame = _by_symbol(
         database,
-        "SELECT symbol, count(*) AS bars, count(*) - count(DISTINCT date_trunc('hour', "
-        "\"timestamp\" - interval '30 minutes')) AS duplicates "
-        "FROM public.market_data WHERE symbol = ANY(:symbols) AND source = :source "
-        "GROUP BY symbol",
-        symbols=symbols,
-        source=source,
+        "count(*) - count(DISTINCT date_trunc('hour', \"timestamp\" - interval '30 minutes'))"
+        " AS duplicates",
+        symbols,
+        source,
     )
     return _per_symbol(
         symbols, frame, lambda r: (r.duplicates == 0, {"duplicate_bars": int(r.duplicates)})
@@ -104,14 +117,12 @@ def duplicate_problems(
 def gap_problems(
     database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
 ) -> Results:
-    frame = _query(
+    frame = _by_symbol(
         database,
-        'SELECT symbol, min("timestamp") AS first, max("timestamp") AS last, '
-        "array_agg(DISTINCT (\"timestamp\" AT TIME ZONE 'America/New_York')::date) AS days "
-        "FROM public.market_data WHERE symbol = ANY(:symbols) AND source = :source "
-        "GROUP BY symbol",
-        symbols=symbols,
-        source=source,
+        'min("timestamp") AS first, max("timestamp") AS last, '
+        "array_agg(DISTINCT (\"timestamp\" AT TIME ZONE 'America/New_York')::date) AS days",
+        symbols,
+        source,
     )
 
     def judge(row) -> tuple[bool, dict[str, Any]]:
@@ -130,13 +141,7 @@ def freshness_problems(
     database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
 ) -> Results:
     market_open = bool(is_in_regular_session(pd.DatetimeIndex([now]))[0])
-    frame = _query(
-        database,
-        'SELECT symbol, max("timestamp") AS newest FROM public.market_data '
-        "WHERE symbol = ANY(:symbols) AND source = :source GROUP BY symbol",
-        symbols=symbols,
-        source=source,
-    )
+    frame = _by_symbol(database, 'max("timestamp") AS newest', symbols, source)
 
     def judge(row) -> tuple[bool, dict[str, Any]]:
         newest = pd.Timestamp(row.newest).tz_convert("UTC")
@@ -159,15 +164,13 @@ def feature_range_problems(
     database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
 ) -> Results:
     non_finite = " OR ".join(f"{c} IN ('NaN', 'Infinity', '-Infinity')" for c in _float_columns())
-    frame = _query(
+    frame = _by_symbol(
         database,
-        "SELECT symbol, count(*) AS rows, "
         "count(*) FILTER (WHERE williams_r < -100 OR williams_r > 0) AS williams_out, "
-        f"count(*) FILTER (WHERE {non_finite}) AS non_finite "
-        "FROM public.feature_engineered_data WHERE symbol = ANY(:symbols) AND source = :source "
-        "GROUP BY symbol",
-        symbols=symbols,
-        source=source,
+        f"count(*) FILTER (WHERE {non_finite}) AS non_finite",
+        symbols,
+        source,
+        table="feature_engineered_data",
     )
     return _per_symbol(
         symbols,

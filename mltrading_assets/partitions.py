@@ -12,7 +12,7 @@ symbol_partitions = dg.DynamicPartitionsDefinition(name="symbols")
 
 # Dagster pays ~2 s per run; one run per symbol would be slower than the system we replace.
 # Backfills and schedules group symbols into runs of this size instead.
-SYMBOLS_PER_RUN = int(os.environ.get("MLTRADING_SYMBOLS_PER_RUN", "250"))
+SYMBOLS_PER_RUN = int(os.environ.get("MLTRADING_SYMBOLS_PER_RUN", "500"))
 
 symbol_batches = dg.BackfillPolicy.multi_run(max_partitions_per_run=SYMBOLS_PER_RUN)
 

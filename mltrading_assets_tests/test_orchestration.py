@@ -68,7 +68,7 @@ def test_a_tick_requests_every_active_symbol_in_a_few_ranged_runs(
     with db.begin() as conn:
         deactivate_symbols(conn, ["S0600"])
     requests = evaluate_data_schedule(instance, database_url, tick("2026-11-24 10:00"))
-    assert len(requests) == 5  # 4 runs of 250, split once around the inactive symbol
+    assert len(requests) == 3  # 0-499, 500-599, 601-999: runs of up to 500, split at S0600
     covered = []
     for request in requests:
         first = request.tags["dagster/asset_partition_range_start"]
