@@ -74,6 +74,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="PostgreSQL server to create the bench database on (default: embedded server)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--no-charts",
+        action="store_true",
+        help="leave the chart out of feature materializations (to measure what it costs)",
+    )
     return parser.parse_args(argv)
 
 
@@ -81,12 +86,20 @@ def clock(hours: int) -> str:
     return (BASE_CLOCK + pd.Timedelta(hours=hours)).isoformat()
 
 
+CHARTS = True
+
+
 def resources(as_of: str) -> dict:
-    return {"resources": {"source": {"config": {"kind": "synthetic", "as_of": as_of}}}}
+    config = {"source": {"config": {"kind": "synthetic", "as_of": as_of}}}
+    if not CHARTS:
+        config["processing"] = {"config": {"charts": False}}
+    return {"resources": config}
 
 
 def main(argv: list[str] | None = None) -> int:
+    global CHARTS
     args = parse(argv)
+    CHARTS = not args.no_charts
     warnings.filterwarnings("ignore")
     from mltrading_assets.embedded import (
         PROJECT_ROOT,
@@ -215,7 +228,7 @@ def pure_incremental(url: str, symbols: list[str], as_of: str, measured) -> Resu
     from mltrading_assets.isolation import default_workers, run_isolated
     from mltrading_assets.symbol_work import WorkSpec, build_features, init_worker, load_market_data
 
-    spec = WorkSpec(database_url=url, source={"kind": "synthetic", "as_of": as_of})
+    spec = WorkSpec(database_url=url, source={"kind": "synthetic", "as_of": as_of}, charts=CHARTS)
 
     def work() -> None:
         for task in (load_market_data, build_features):
