@@ -320,8 +320,9 @@ def doctor(as_json: bool) -> None:
 
 
 def _source_name(resource) -> str:
-    kind = getattr(resource, "kind", "synthetic")
-    return kind if isinstance(kind, str) else "synthetic"
+    """The configured source kind, read through the EnvVar it may be bound to."""
+    kind = resource.kind
+    return kind.get_value() if hasattr(kind, "get_value") else kind
 
 
 @main.command()

@@ -41,7 +41,6 @@ class SymbolOutcome:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     kind: str | None = None  # bad_input | transient | timeout | crashed | error
-    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -103,7 +102,7 @@ def _outcome(symbol: str, future: Any, timeout_seconds: float) -> SymbolOutcome:
         return SymbolOutcome(
             symbol, error=f"worker process died (exit code {exc.exitcode})", kind="crashed"
         )
-    except Exception as exc:  # an unexpected bug in the task: report it with its traceback
+    except Exception as exc:  # an unexpected bug in the task: report what was raised
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return SymbolOutcome(symbol, error=text, kind="error")
-    return SymbolOutcome(symbol, details=details, seconds=details.get("duration_s", 0.0))
+    return SymbolOutcome(symbol, details=details)

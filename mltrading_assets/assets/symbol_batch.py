@@ -26,7 +26,6 @@ RETRYABLE_KINDS = {"transient", "timeout", "crashed"}
 class BatchResult:
     succeeded: list[str]
     failures: list[SymbolOutcome]
-    rows_written: int
 
 
 MARKDOWN_DETAILS = ("chart", "latest_values")
@@ -126,7 +125,7 @@ def process_symbols(
             context.log.info(
                 f"{done}/{len(symbols)} symbols done, {len(failures)} failed, {rows} rows written"
             )
-    return BatchResult(succeeded=succeeded, failures=failures, rows_written=rows)
+    return BatchResult(succeeded=succeeded, failures=failures)
 
 
 def raise_for_failures(failures: list[SymbolOutcome], total: int) -> None:
