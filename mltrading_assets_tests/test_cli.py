@@ -76,3 +76,22 @@ def test_doctor_fails_when_the_dagster_schema_is_missing(database_url, server_ur
     with engine.connect() as conn:
         conn.exec_driver_sql('DROP DATABASE "mltrading_doctor_test" WITH (FORCE)')
     engine.dispose()
+
+
+def test_stats_report_runs_durations_slowest_symbols_and_rows(instance, db):
+    from mltrading_assets.runner import materialize, register_partitions
+    from mltrading_assets_tests.test_dagster_runs import run_config
+
+    register_partitions(instance, ["AAPL", "FAIL"])
+    materialize(instance, "market_data", ["AAPL"], run_config=run_config())
+    materialize(
+        instance, "market_data", ["FAIL"], run_config=run_config(fault_injection="FAIL=raise")
+    )
+    result = invoke("stats", "--json")
+    stats = json.loads(result.output)
+    assert stats["last_day"]["runs"] == 2
+    assert stats["last_day"]["by_status"] == {"SUCCESS": 1, "FAILURE": 1}
+    assert stats["last_day"]["success_rate"] == 0.5
+    assert stats["last_day"]["median_duration_s"] > 0
+    assert stats["slowest_symbols_last_day"][0]["symbol"] == "AAPL"
+    assert stats["rows"]["market_data"] == table_count(db, "market_data") > 1700
