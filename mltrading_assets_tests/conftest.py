@@ -3,6 +3,7 @@ an embedded one. Each session works in its own fresh database, dropped at the en
 
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -33,18 +34,20 @@ def load_yahoo_csv(name: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory) -> str:
+def server_url() -> str:
     url = os.environ.get("MLTRADING_TEST_DATABASE_URL")
     if url:
         yield url
         return
     from mltrading_assets.embedded import pgserver_module
 
-    server = pgserver_module().get_server(
-        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop"
-    )
+    # Not under pytest's tmp dir: pytest resets /tmp/pytest-of-<user> to mode 700 when a
+    # session starts, which locks the server's own user out of its data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="mltrading-test-pg-")) / "data"
+    server = pgserver_module().get_server(data_dir, cleanup_mode="stop")
     yield server.get_uri()
     server.cleanup()
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Deterministic, realistic NYSE-session hourly bars for any symbol, for demos and benchmarks."""
 
 import zlib
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,19 @@ def session_bar_starts(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeInd
     early-close day is cut short by the close, as Yahoo's are.
     """
     return _bars_and_sessions(start, end)[0]
+
+
+@lru_cache(maxsize=8)
+def _history_bars(end: pd.Timestamp) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """Every bar from ``EPOCH`` to ``end``, whether it opens a session, and its volume slot.
+
+    The same for every symbol of a run (one clock), so built once: it was half of each
+    synthetic fetch.
+    """
+    starts, first_of_session = _bars_and_sessions(EPOCH, end)
+    local_hour = starts.tz_convert("America/New_York").hour.to_numpy()
+    slot = np.minimum(local_hour - 9, len(_INTRADAY_VOLUME) - 1)
+    return starts, first_of_session, slot
 
 
 def _bars_and_sessions(
@@ -49,7 +63,7 @@ class SyntheticSource(BarSource):
         return self._as_of if self._as_of is not None else super().now()
 
     def _download(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        starts, first_of_session = _bars_and_sessions(EPOCH, min(end, self.now()))
+        starts, first_of_session, slot = _history_bars(min(end, self.now()))
         n = len(starts)
         seed = zlib.crc32(symbol.encode())
         params = np.random.default_rng([seed, 0])
@@ -62,7 +76,6 @@ class SyntheticSource(BarSource):
         def stream(k: int) -> np.random.Generator:
             return np.random.default_rng([seed, k])
 
-        local = starts.tz_convert("America/New_York")
         drift = stream(1).normal(0.00002, hourly_vol, n)
         gap = np.where(first_of_session, stream(2).normal(0, hourly_vol * 2, n), 0.0)
         wiggle = np.abs(stream(3).normal(0, hourly_vol / 2, (n, 2))).T
@@ -73,17 +86,16 @@ class SyntheticSource(BarSource):
         open_ = np.exp(log_close - drift)
         high = np.maximum(open_, close) * (1 + wiggle[0])
         low = np.minimum(open_, close) * (1 - wiggle[1])
-        slot = np.minimum((local.hour - 9).to_numpy(), len(_INTRADAY_VOLUME) - 1)
         volume = np.round(base_volume * _INTRADAY_VOLUME[slot] * volume_noise)
-        bars = pd.DataFrame(
+        wanted = (starts >= start) & (starts < end)
+        return pd.DataFrame(
             {
-                "open": open_.round(4),
-                "high": high.round(4),
-                "low": low.round(4),
-                "close": close.round(4),
-                "adj_close": close.round(4),
-                "volume": volume,
+                "open": open_[wanted].round(4),
+                "high": high[wanted].round(4),
+                "low": low[wanted].round(4),
+                "close": close[wanted].round(4),
+                "adj_close": close[wanted].round(4),
+                "volume": volume[wanted],
             },
-            index=starts,
+            index=starts[wanted],
         )
-        return bars.loc[(bars.index >= start) & (bars.index < end)]
