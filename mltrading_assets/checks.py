@@ -23,13 +23,9 @@ Results = dict[str, tuple[bool, dict[str, Any]]]
 
 
 def _query(database: PostgresResource, sql: str, **params) -> pd.DataFrame:
-    engine = database.engine(pool_size=1)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text(sql), params)
-            return pd.DataFrame(rows.all(), columns=list(rows.keys()))
-    finally:
-        engine.dispose()
+    with database.connection() as conn:
+        rows = conn.execute(sa.text(sql), params)
+        return pd.DataFrame(rows.all(), columns=list(rows.keys()))
 
 
 def _report(

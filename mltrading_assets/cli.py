@@ -34,6 +34,12 @@ def _engine(url: str):
     return create_app_engine(url, pool_size=1, application_name="mltrading-cli")
 
 
+def _connection(url: str, begin: bool = False):
+    from mltrading_assets.db.engine import one_connection
+
+    return one_connection(url, begin=begin, application_name="mltrading-cli")
+
+
 def _init_schema(url: str) -> list[str]:
     from mltrading_assets.db.migrate import apply_schema
 
@@ -114,12 +120,8 @@ def add_symbols(url: str, instance, names: list[str]) -> list[str]:
     from mltrading_assets.db.symbols import add_symbols as add_rows
     from mltrading_assets.runner import register_partitions
 
-    engine = _engine(url)
-    try:
-        with engine.begin() as conn:
-            add_rows(conn, names)
-    finally:
-        engine.dispose()
+    with _connection(url, begin=True) as conn:
+        add_rows(conn, names)
     return register_partitions(instance, names)
 
 
@@ -143,8 +145,7 @@ def symbols_remove(names: tuple[str, ...]) -> None:
     from mltrading_assets.db.symbols import deactivate_symbols
 
     parsed = _parse_symbols(names)
-    engine = _engine(_environment())
-    with engine.begin() as conn:
+    with _connection(_environment(), begin=True) as conn:
         count = deactivate_symbols(conn, parsed)
     click.echo(f"deactivated {count} symbol(s)")
 
@@ -154,8 +155,7 @@ def symbols_list() -> None:
     """List active symbols."""
     from mltrading_assets.db.symbols import active_symbols
 
-    engine = _engine(_environment())
-    with engine.connect() as conn:
+    with _connection(_environment()) as conn:
         for name in active_symbols(conn):
             click.echo(name)
 
@@ -201,8 +201,7 @@ def materialize(symbol_opts: tuple[str, ...], asset: str) -> None:
         with _instance() as instance:
             add_symbols(url, instance, names)
     else:
-        engine = _engine(url)
-        with engine.connect() as conn:
+        with _connection(url) as conn:
             names = active_symbols(conn)
         if not names:
             raise click.UsageError("no active symbols: add some with `mltrading symbols add AAPL`")
@@ -214,8 +213,7 @@ def materialize(symbol_opts: tuple[str, ...], asset: str) -> None:
 def _summary(url: str, names: list[str]) -> list[tuple]:
     import sqlalchemy as sa
 
-    engine = _engine(url)
-    with engine.connect() as conn:
+    with _connection(url) as conn:
         return conn.execute(
             sa.text(
                 "SELECT m.symbol, count(*) AS bars, max(m.timestamp) AS last_bar, "

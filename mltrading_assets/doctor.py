@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 
-from mltrading_assets.db.engine import APP_SCHEMA, DAGSTER_SCHEMA, redacted
+from mltrading_assets.db.engine import APP_SCHEMA, DAGSTER_SCHEMA, one_connection, redacted
 
 APP_TABLES = ("stock_info", "market_data", "feature_engineered_data", "system_logs")
 # A few of the tables dagster-postgres creates; enough to tell where its storage went.
@@ -31,9 +31,8 @@ class Report:
 
 def check(url: str) -> Report:
     report = Report(database=redacted(url))
-    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"))
     try:
-        with engine.connect() as conn:
+        with one_connection(url, application_name="mltrading-doctor") as conn:
             report.reachable = True
             rows = conn.execute(
                 sa.text(
@@ -51,8 +50,6 @@ def check(url: str) -> Report:
     except sa.exc.OperationalError as exc:
         report.problems.append(f"database not reachable: {str(exc.orig).strip()}")
         return report
-    finally:
-        engine.dispose()
     for schema, table in rows:
         report.tables.setdefault(schema, []).append(table)
     app = set(report.tables.get(APP_SCHEMA, []))
@@ -105,15 +102,12 @@ def check_dagster(report: Report, url: str, instance) -> None:
 
     from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
-    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"))
     try:
-        with engine.connect() as conn:
+        with one_connection(url, application_name="mltrading-doctor") as conn:
             current, head = migration_state(conn)
     except sa.exc.SQLAlchemyError as exc:
         report.problems.append(f"cannot read Dagster's migration state: {exc.__class__.__name__}")
         return
-    finally:
-        engine.dispose()
     report.dagster["migration"] = {"database": current, "code": head}
     if current != head:
         report.problems.append(
@@ -150,19 +144,15 @@ def check_freshness(report: Report, url: str, now, source: str) -> None:
     minute = now.floor("min")
     reference = minute if calendar.is_open_on_minute(minute) else calendar.previous_close(minute)
     due = reference - pd.Timedelta(hours=1)
-    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"))
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT s.symbol, max(m.timestamp) AS newest FROM public.stock_info s "
-                    "LEFT JOIN public.market_data m ON m.symbol = s.symbol AND m.source = :src "
-                    "WHERE s.active GROUP BY s.symbol"
-                ),
-                {"src": source},
-            ).all()
-    finally:
-        engine.dispose()
+    with one_connection(url, application_name="mltrading-doctor") as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.symbol, max(m.timestamp) AS newest FROM public.stock_info s "
+                "LEFT JOIN public.market_data m ON m.symbol = s.symbol AND m.source = :src "
+                "WHERE s.active GROUP BY s.symbol"
+            ),
+            {"src": source},
+        ).all()
     stale = sorted(s for s, newest in rows if newest is None or pd.Timestamp(newest) < due)
     report.freshness = {
         "active_symbols": len(rows),

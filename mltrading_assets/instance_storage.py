@@ -6,24 +6,19 @@ of Dagster's tables into ``dagster``, and this class derives that URL from
 under ``storage: custom:``.
 """
 
-import sqlalchemy as sa
 from dagster import Field, StringSource
 from dagster._core.storage.config import pg_config
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.utils import pg_url_from_config
 
-from mltrading_assets.db.engine import DAGSTER_SCHEMA, dagster_storage_url
+from mltrading_assets.db.engine import DAGSTER_SCHEMA, dagster_storage_url, one_connection
 
 
 def ensure_schema(url: str, schema: str) -> None:
     # dagster-postgres fails with InvalidSchemaName if the schema does not exist yet.
-    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"))
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    finally:
-        engine.dispose()
+    with one_connection(url, begin=True, application_name="mltrading-dagster") as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
 
 
 class SchemaScopedPostgresStorage(DagsterPostgresStorage):

@@ -21,10 +21,8 @@ def reload_market_data(
     source: BarSourceResource,
     processing: ProcessingResource,
 ) -> dict:
-    engine = database.engine(pool_size=1)
-    with engine.connect() as conn:
+    with database.connection() as conn:
         active = active_symbols(conn)
-    engine.dispose()
     if not active:
         raise dg.Failure("no active symbols to rebuild: add some with `mltrading symbols add`")
     known = set(context.instance.get_dynamic_partitions(symbol_partitions.name))

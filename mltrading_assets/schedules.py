@@ -39,7 +39,8 @@ def market_data_requests(
     if reason:
         return dg.SkipReason(reason)
     ordered = instance.get_dynamic_partitions("symbols")
-    symbols = [s for s in active if s in set(ordered)]
+    registered = set(ordered)
+    symbols = [s for s in active if s in registered]
     if not symbols:
         return dg.SkipReason("no active symbols: add some with `mltrading symbols add`")
     stamp = tick.isoformat()
@@ -47,12 +48,8 @@ def market_data_requests(
 
 
 def _active(database: PostgresResource) -> list[str]:
-    engine = database.engine(pool_size=1)
-    try:
-        with engine.connect() as conn:
-            return active_symbols(conn)
-    finally:
-        engine.dispose()
+    with database.connection() as conn:
+        return active_symbols(conn)
 
 
 @dg.schedule(

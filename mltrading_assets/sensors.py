@@ -76,7 +76,8 @@ def universe_result(
     symbols = changed["symbol"].tolist()
     new_cursor = pd.Timestamp(changed["updated_at"].max()).isoformat()
     existing = instance.get_dynamic_partitions(symbol_partitions.name)
-    new_partitions = [s for s in symbols if s not in set(existing)]
+    registered = set(existing)
+    new_partitions = [s for s in symbols if s not in registered]
     # Only symbols without any bars yet need their history loaded.
     loaded = instance.get_materialized_partitions(market_data.key)
     to_load = [s for s in symbols if s not in loaded]
@@ -109,12 +110,8 @@ def universe_result(
 )
 def symbol_universe_sensor(context: dg.SensorEvaluationContext, database: PostgresResource):
     cursor = context.cursor or "1970-01-01T00:00:00+00:00"
-    engine = database.engine(pool_size=1)
-    try:
-        with engine.connect() as conn:
-            changed = symbols_changed_since(conn, cursor)
-    finally:
-        engine.dispose()
+    with database.connection() as conn:
+        changed = symbols_changed_since(conn, cursor)
     return universe_result(context.instance, changed, cursor)
 
 
@@ -137,21 +134,17 @@ def record_finished_run(
     def when(timestamp: float | None) -> dt.datetime | None:
         return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else None
 
-    engine = database.engine(pool_size=1)
-    try:
-        with engine.begin() as conn:
-            return log_run(
-                conn,
-                run_id=run.run_id,
-                job_name=run.job_name,
-                partitions=_partitions_label(run),
-                status=status,
-                started_at=when(stats.start_time),
-                ended_at=when(stats.end_time),
-                error=error,
-            )
-    finally:
-        engine.dispose()
+    with database.connection(begin=True) as conn:
+        return log_run(
+            conn,
+            run_id=run.run_id,
+            job_name=run.job_name,
+            partitions=_partitions_label(run),
+            status=status,
+            started_at=when(stats.start_time),
+            ended_at=when(stats.end_time),
+            error=error,
+        )
 
 
 @dg.run_status_sensor(

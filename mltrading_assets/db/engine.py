@@ -1,5 +1,8 @@
 """Engines and URLs: one ``MLTRADING_DATABASE_URL`` serves the app and Dagster's storage."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 
 DAGSTER_SCHEMA = "dagster"
@@ -27,6 +30,20 @@ def create_app_engine(
         pool_pre_ping=True,
         connect_args={"application_name": application_name},
     )
+
+
+@contextmanager
+def one_connection(
+    url: str, *, begin: bool = False, application_name: str = "mltrading"
+) -> Iterator[sa.Connection]:
+    """A single connection whose engine is disposed on exit: for schedules, sensors, checks
+    and commands that must leave no pooled connection behind."""
+    engine = create_app_engine(url, pool_size=1, application_name=application_name)
+    try:
+        with engine.begin() if begin else engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def dagster_storage_url(url: str, schema: str = DAGSTER_SCHEMA) -> str:

@@ -1,8 +1,10 @@
+from contextlib import AbstractContextManager
+
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from mltrading_assets.db.engine import create_app_engine
+from mltrading_assets.db.engine import create_app_engine, one_connection
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -14,3 +16,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     def engine(self, pool_size: int = 2) -> sa.Engine:
         return create_app_engine(self.url, pool_size=pool_size)
+
+    def connection(self, begin: bool = False) -> AbstractContextManager[sa.Connection]:
+        """One connection, closed with its engine (``begin``: inside a transaction)."""
+        return one_connection(self.url, begin=begin)
