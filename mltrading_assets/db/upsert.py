@@ -46,18 +46,23 @@ def _statement(
     stage = sa.table(
         _stage_name(table, names), sa.column("timestamp"), *[sa.column(n) for n in names]
     )
+    # The staged rows are deleted as they are read, so a second write to the same table in
+    # one transaction sees only its own rows (ON COMMIT DELETE ROWS empties it at commit).
+    staged = sa.delete(stage).returning(*stage.c).cte("staged")
 
     def read(name: str) -> sa.ColumnElement:
-        value = sa.func.nullif(stage.c[name], sa.literal_column("'NaN'::float8"))
+        value = sa.func.nullif(staged.c[name], sa.literal_column("'NaN'::float8"))
         return sa.cast(value, table.c[name].type)
 
     selected = [
         *[sa.bindparam(k, type_=table.c[k].type).label(k) for k in constants],
-        stage.c.timestamp,
+        staged.c.timestamp,
         *[read(n).label(n) for n in names],
     ]
     target = [*constants, "timestamp", *names]
-    statement = postgresql.insert(table).from_select(target, sa.select(*selected))
+    statement = (
+        postgresql.insert(table).from_select(target, sa.select(*selected)).add_cte(staged)
+    )
     excluded = statement.excluded
     changed = [n for n in target if n not in BAR_KEY]
     return statement.on_conflict_do_update(
