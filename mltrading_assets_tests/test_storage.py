@@ -92,6 +92,55 @@ def test_changed_bar_is_updated_alone(db):
     assert bumped == 1
 
 
+def test_reads_keep_nulls_as_nan_and_windows_count_bars_back(db):
+    bars = bars_for("AAPL")
+    bars.iloc[3, bars.columns.get_loc("adj_close")] = np.nan
+    with db.begin() as conn:
+        write_bars(conn, "AAPL", "synthetic", bars)
+        write_bars(conn, "MSFT", "synthetic", bars_for("MSFT", periods=5))
+        stored = conn.execute(
+            sa.text("SELECT count(*) FROM market_data WHERE adj_close IS NULL")
+        ).scalar_one()
+    assert stored == 1
+    with db.connect() as conn:
+        everything = read_bars(conn, "AAPL", "synthetic")
+        since = read_bars(conn, "AAPL", "synthetic", since=bars.index[20])
+        window = read_bars(conn, "AAPL", "synthetic", since=bars.index[20], lookback=5)
+        short = read_bars(conn, "AAPL", "synthetic", since=bars.index[2], lookback=5)
+        none = read_bars(conn, "NOPE", "synthetic")
+    np.testing.assert_array_equal(everything.to_numpy(), bars.to_numpy())
+    assert np.isnan(everything["adj_close"].iloc[3])
+    assert since.index.equals(bars.index[20:])
+    assert window.index.equals(bars.index[15:])
+    assert short.index.equals(bars.index)  # fewer than 5 bars before: from the first
+    assert none.empty and list(none.columns) == list(bars.columns)
+
+
+def test_a_revised_bar_recomputes_features_from_it(worker, db):
+    load_market_data("NVDA")
+    build_features("NVDA")
+    with db.connect() as conn:
+        bars = read_bars(conn, "NVDA", "synthetic")
+    revised = bars.iloc[-5:].copy()
+    revised.iloc[0, revised.columns.get_loc("close")] *= 1.01
+    with db.begin() as conn:
+        assert write_bars(conn, "NVDA", "synthetic", revised).updated == 1
+    again = build_features("NVDA")
+    assert again["rows_written"] == 5
+    assert again["first_bar"] == revised.index[0].isoformat()
+    with db.connect() as conn:
+        stored_close = conn.execute(
+            sa.text(
+                "SELECT close, returns FROM feature_engineered_data "
+                "WHERE symbol = 'NVDA' AND timestamp = :t"
+            ),
+            {"t": revised.index[0]},
+        ).one()
+        expected = compute_features(read_bars(conn, "NVDA", "synthetic"))
+    assert stored_close.close == revised["close"].iloc[0]
+    assert stored_close.returns == pytest.approx(expected.loc[revised.index[0], "returns"])
+
+
 def test_database_going_away_mid_write_leaves_nothing_and_a_rerun_converges(db):
     bars = bars_for("AAPL")
     conn = db.connect()

@@ -1,9 +1,11 @@
 """Reading and writing ``market_data``."""
 
-import numpy as np
+import io
+
 import pandas as pd
 import sqlalchemy as sa
 
+from mltrading_assets.db import binary_copy
 from mltrading_assets.db.tables import BAR_VALUE_COLUMNS, market_data
 from mltrading_assets.db.upsert import UpsertCounts, copy_upsert
 
@@ -38,6 +40,24 @@ def write_bars(conn: sa.Connection, symbol: str, source: str, bars: pd.DataFrame
     )
 
 
+def _read_statement(since: bool, lookback: bool) -> str:
+    # NaN for NULL keeps every row the same width, which the binary decoder relies on.
+    values = ", ".join(f"COALESCE({name}, 'NaN')" for name in BAR_VALUE_COLUMNS)
+    where = "symbol = %(symbol)s AND source = %(source)s"
+    if lookback:
+        # From the lookback-th bar before `since`, found on the (symbol, timestamp) index;
+        # with fewer bars than that before it, from the first bar.
+        where += """ AND "timestamp" >= COALESCE((
+            SELECT "timestamp" FROM public.market_data
+            WHERE symbol = %(symbol)s AND source = %(source)s AND "timestamp" < %(since)s
+            ORDER BY "timestamp" DESC OFFSET %(skip)s LIMIT 1), '-infinity')"""
+    elif since:
+        where += ' AND "timestamp" >= %(since)s'
+    return (
+        f'SELECT "timestamp", {values} FROM public.market_data WHERE {where} ORDER BY "timestamp"'
+    )
+
+
 def read_bars(
     conn: sa.Connection,
     symbol: str,
@@ -46,28 +66,14 @@ def read_bars(
     lookback: int = 0,
 ) -> pd.DataFrame:
     """Bars of ``symbol`` in time order, from ``lookback`` bars before ``since`` (all if None)."""
-    table = market_data
-    # Microseconds as a number: building datetimes row by row cost more than the query.
-    epoch_us = sa.cast(sa.extract("epoch", table.c.timestamp) * 1_000_000, sa.BigInteger)
-    query = sa.select(epoch_us, *[table.c[name] for name in BAR_VALUE_COLUMNS]).where(
-        table.c.symbol == symbol, table.c.source == source
-    )
-    if since is not None and lookback > 0:
-        # The lookback-th bar before `since`, found on the (symbol, timestamp) index; with
-        # fewer bars than that before it, the window starts at the first bar.
-        window_start = (
-            sa.select(table.c.timestamp)
-            .where(table.c.symbol == symbol, table.c.source == source, table.c.timestamp < since)
-            .order_by(table.c.timestamp.desc())
-            .offset(lookback - 1)
-            .limit(1)
-            .scalar_subquery()
-        )
-        query = query.where(sa.or_(window_start.is_(None), table.c.timestamp >= window_start))
-    elif since is not None:
-        query = query.where(table.c.timestamp >= since)
-    # Plain tuples: numpy probes Row objects attribute by attribute, which is slow.
-    rows = [tuple(row) for row in conn.execute(query.order_by(table.c.timestamp))]
-    values = np.array(rows, dtype=np.float64).reshape(len(rows), 1 + len(BAR_VALUE_COLUMNS))
-    index = pd.to_datetime(values[:, 0].astype(np.int64), unit="us", utc=True).as_unit("ns")
-    return pd.DataFrame(values[:, 1:], index=index.rename("timestamp"), columns=BAR_VALUE_COLUMNS)
+    statement = _read_statement(since is not None, since is not None and lookback > 0)
+    parameters = {"symbol": symbol, "source": source, "since": since, "skip": lookback - 1}
+    # A binary COPY decoded by numpy: fetching rows cost ~2.5 ms per 600 bars in Python
+    # objects (and ~4 ms more as SQLAlchemy Rows), this ~1 ms. COPY takes no bind
+    # parameters, so psycopg2 quotes them into the statement.
+    cursor = conn.connection.driver_connection.cursor()
+    query = cursor.mogrify(statement, parameters).decode()
+    payload = io.BytesIO()
+    cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", payload)
+    index, values = binary_copy.decode(payload.getvalue(), len(BAR_VALUE_COLUMNS))
+    return pd.DataFrame(values, index=index.rename("timestamp"), columns=BAR_VALUE_COLUMNS)
