@@ -17,25 +17,22 @@ def nyse_calendar() -> xcals.ExchangeCalendar:
     return xcals.get_calendar("XNYS", start=_CALENDAR_START, end=end)
 
 
-def session_bounds(timestamps: pd.DatetimeIndex) -> tuple[pd.Series, pd.Series]:
-    """Open and close (UTC) of the NYSE session on each timestamp's New York date.
-
-    Dates that are not trading days get NaT for both.
-    """
+@lru_cache(maxsize=1)
+def _session_edges() -> tuple[np.ndarray, np.ndarray]:
     schedule = nyse_calendar().schedule
-    local_dates = timestamps.tz_convert(NEW_YORK).tz_localize(None).normalize()
-    opens = schedule["open"].reindex(local_dates)
-    closes = schedule["close"].reindex(local_dates)
-    return opens.set_axis(timestamps), closes.set_axis(timestamps)
+    opens = pd.DatetimeIndex(schedule["open"]).as_unit("ns").asi8
+    closes = pd.DatetimeIndex(schedule["close"]).as_unit("ns").asi8
+    return opens, closes
 
 
 def is_in_regular_session(timestamps: pd.DatetimeIndex) -> np.ndarray:
     """True where the bar starts inside the NYSE regular session of a trading day."""
-    opens, closes = session_bounds(timestamps)
+    opens, closes = _session_edges()
     stamps = timestamps.as_unit("ns").asi8
-    open_ns = pd.DatetimeIndex(opens).as_unit("ns").asi8
-    close_ns = pd.DatetimeIndex(closes).as_unit("ns").asi8
-    return opens.notna().to_numpy() & (stamps >= open_ns) & (stamps < close_ns)
+    # The session that opened last at or before each stamp; sessions are sorted and never
+    # overlap, so the stamp is in a session exactly when it is before that one's close.
+    latest = np.searchsorted(opens, stamps, side="right") - 1
+    return (latest >= 0) & (stamps < closes[np.maximum(latest, 0)])
 
 
 def sessions_between(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
