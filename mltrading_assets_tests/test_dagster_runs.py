@@ -72,6 +72,30 @@ def test_both_assets_materialize_per_symbol_through_the_multiprocess_executor(in
     assert schemas == {"runs": "dagster", "event_logs": "dagster", "market_data": "public"}
 
 
+def test_events_written_in_batches_keep_one_record_per_partition(instance, db):
+    # Planned events and materializations go to the event log in batches (12 symbols: more
+    # than one progress flush); each partition must still have its own, with its metadata.
+    symbols = [f"EV{i:02d}" for i in range(12)]
+    register_partitions(instance, symbols)
+    [run] = materialize(instance, "market_data", symbols, run_config=run_config())
+    assert run.success
+
+    def partitions_of(event_type: dg.DagsterEventType) -> list[str]:
+        records = instance.get_records_for_run(run.run_id, of_type=event_type, limit=100)
+        return sorted(r.event_log_entry.dagster_event.partition for r in records.records)
+
+    assert partitions_of(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED) == symbols
+    assert partitions_of(dg.DagsterEventType.ASSET_MATERIALIZATION) == symbols
+    [record] = instance.get_asset_records([market_data.key])
+    assert record.asset_entry.last_run_id == run.run_id
+    recorded = materializations(instance, market_data)
+    for symbol in symbols:
+        rows = recorded[symbol].metadata["rows_written"].value
+        assert rows == table_count(db, "market_data", symbol=symbol)
+    status = instance.get_status_by_partition(market_data.key, symbols, symbol_partitions)
+    assert {v.value for v in status.values()} == {"MATERIALIZED"}
+
+
 def test_rerun_converges_without_rewriting_rows(instance, db):
     register_partitions(instance, ["AAPL", "MSFT"])
     materialize(instance, "market_data", ["AAPL", "MSFT"], run_config=run_config())

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from mltrading_assets.assets.batched_events import MaterializationBatches
 from mltrading_assets.isolation import SymbolOutcome, run_isolated
 from mltrading_assets.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.sources import InvalidSymbolError, validate_symbol
@@ -107,24 +108,31 @@ def process_symbols(
         max_tasks=processing.max_symbols_per_worker,
         start_method=processing.start_method,
     )
-    for done, outcome in enumerate(outcomes, start=1):
-        if outcome.ok:
-            succeeded.append(outcome.symbol)
-            rows += int(outcome.details.get("rows_written", 0))
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=asset_key,
-                    partition=outcome.symbol,
-                    metadata=_metadata(outcome.details),
+    batches = MaterializationBatches(context)
+    try:
+        for done, outcome in enumerate(outcomes, start=1):
+            if outcome.ok:
+                succeeded.append(outcome.symbol)
+                rows += int(outcome.details.get("rows_written", 0))
+                batches.add(
+                    dg.AssetMaterialization(
+                        asset_key=asset_key,
+                        partition=outcome.symbol,
+                        metadata=_metadata(outcome.details),
+                    )
                 )
-            )
-        else:
-            failures.append(outcome)
-            context.log.error(f"{outcome.symbol} failed ({outcome.kind}): {outcome.error}")
-        if done % step == 0 or done == len(symbols):
-            context.log.info(
-                f"{done}/{len(symbols)} symbols done, {len(failures)} failed, {rows} rows written"
-            )
+            else:
+                failures.append(outcome)
+                context.log.error(f"{outcome.symbol} failed ({outcome.kind}): {outcome.error}")
+            if done % step == 0 or done == len(symbols):
+                batches.flush()
+                context.log.info(
+                    f"{done}/{len(symbols)} symbols done, {len(failures)} failed, "
+                    f"{rows} rows written"
+                )
+    finally:
+        # Symbols already written are recorded even if the step is being torn down.
+        batches.flush()
     return BatchResult(succeeded=succeeded, failures=failures)
 
 

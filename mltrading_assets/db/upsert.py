@@ -60,9 +60,7 @@ def _statement(
         *[read(n).label(n) for n in names],
     ]
     target = [*constants, "timestamp", *names]
-    statement = (
-        postgresql.insert(table).from_select(target, sa.select(*selected)).add_cte(staged)
-    )
+    statement = postgresql.insert(table).from_select(target, sa.select(*selected)).add_cte(staged)
     excluded = statement.excluded
     changed = [n for n in target if n not in BAR_KEY]
     return statement.on_conflict_do_update(
