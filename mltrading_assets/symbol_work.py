@@ -119,16 +119,20 @@ def _bar_span(index: pd.DatetimeIndex) -> dict[str, Any]:
 def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
     spec, source = worker.spec, worker.source
     end = source.now()
+    # One checkout (and one pre-ping) per symbol; no transaction stays open while the
+    # source is asked, which can take seconds.
     with worker.engine.connect() as conn:
         last = None if spec.full_refresh else last_bar_time(conn, symbol, source.name)
-    if last is None:
-        start = end - pd.Timedelta(days=spec.history_days)
-    else:
-        # Re-read a few days: the newest bar may have been in progress, and sources revise.
-        start = last - pd.Timedelta(days=spec.overlap_days)
-    bars = source.fetch(symbol, start, end)
-    with worker.engine.begin() as conn:
-        counts = write_bars(conn, symbol, source.name, bars)
+        conn.rollback()
+        if last is None:
+            start = end - pd.Timedelta(days=spec.history_days)
+        else:
+            # Re-read a few days: the newest bar may have been in progress, and sources
+            # revise.
+            start = last - pd.Timedelta(days=spec.overlap_days)
+        bars = source.fetch(symbol, start, end)
+        with conn.begin():
+            counts = write_bars(conn, symbol, source.name, bars)
     return {
         "source": source.name,
         "bars_fetched": len(bars),

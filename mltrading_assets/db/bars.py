@@ -9,24 +9,29 @@ from mltrading_assets.db import binary_copy
 from mltrading_assets.db.tables import BAR_VALUE_COLUMNS, market_data
 from mltrading_assets.db.upsert import UpsertCounts, copy_upsert
 
+# Text statements, built once: per call, an SQLAlchemy select cost more than its round trip.
+_BAR_TIME = {
+    aggregate: sa.text(
+        f'SELECT {aggregate}("timestamp") FROM public.market_data '
+        "WHERE symbol = :symbol AND source = :source"
+    )
+    for aggregate in ("min", "max")
+}
 
-def _bar_time(conn: sa.Connection, symbol: str, source: str, aggregate) -> pd.Timestamp | None:
-    value = conn.execute(
-        sa.select(aggregate(market_data.c.timestamp)).where(
-            market_data.c.symbol == symbol, market_data.c.source == source
-        )
-    ).scalar_one()
+
+def _bar_time(conn: sa.Connection, symbol: str, source: str, aggregate: str) -> pd.Timestamp | None:
+    value = conn.execute(_BAR_TIME[aggregate], {"symbol": symbol, "source": source}).scalar_one()
     return None if value is None else pd.Timestamp(value).tz_convert("UTC")
 
 
 def last_bar_time(conn: sa.Connection, symbol: str, source: str) -> pd.Timestamp | None:
     """Start of the newest stored bar of ``symbol`` from ``source``, or None."""
-    return _bar_time(conn, symbol, source, sa.func.max)
+    return _bar_time(conn, symbol, source, "max")
 
 
 def first_bar_time(conn: sa.Connection, symbol: str, source: str) -> pd.Timestamp | None:
     """Start of the oldest stored bar of ``symbol`` from ``source``, or None."""
-    return _bar_time(conn, symbol, source, sa.func.min)
+    return _bar_time(conn, symbol, source, "min")
 
 
 def write_bars(conn: sa.Connection, symbol: str, source: str, bars: pd.DataFrame) -> UpsertCounts:
