@@ -39,8 +39,9 @@ class Monitor:
             while not self._stop.is_set():
                 count = conn.execute(
                     sa.text(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE datname = :d AND pid <> pg_backend_pid()"
+                        # Client connections only: autovacuum workers show up here too.
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = :d "
+                        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
                     ),
                     {"d": self._database},
                 ).scalar_one()
