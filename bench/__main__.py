@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     CHARTS = not args.no_charts
     warnings.filterwarnings("ignore")
-    from mltrading_assets.embedded import (
+    from mltrading_assets.cli.embedded import (
         PROJECT_ROOT,
         ensure_database,
         start_embedded_postgres,
@@ -135,10 +135,10 @@ def run(args: argparse.Namespace, url: str, database: str) -> list[Result]:
 
     from bench import baseline
     from bench.monitor import Monitor
+    from mltrading_assets.cli.runner import materialize, register_partitions
     from mltrading_assets.db.engine import create_app_engine
     from mltrading_assets.db.migrate import apply_schema
     from mltrading_assets.db.symbols import add_symbols
-    from mltrading_assets.runner import materialize, register_partitions
 
     engine = create_app_engine(url, pool_size=1, application_name="bench")
     apply_schema(engine)
@@ -225,8 +225,13 @@ def run(args: argparse.Namespace, url: str, database: str) -> list[Result]:
 
 def pure_incremental(url: str, symbols: list[str], as_of: str, measured) -> Result:
     """The same incremental work without Dagster: the worker pool called directly."""
-    from mltrading_assets.isolation import default_workers, run_isolated
-    from mltrading_assets.symbol_work import WorkSpec, build_features, init_worker, load_market_data
+    from mltrading_assets.workers.isolation import default_workers, run_isolated
+    from mltrading_assets.workers.symbol_work import (
+        WorkSpec,
+        build_features,
+        init_worker,
+        load_market_data,
+    )
 
     spec = WorkSpec(database_url=url, source={"kind": "synthetic", "as_of": as_of}, charts=CHARTS)
 

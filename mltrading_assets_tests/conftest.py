@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from mltrading_assets.cli.embedded import PROJECT_ROOT, ensure_database
 from mltrading_assets.db.engine import create_app_engine
 from mltrading_assets.db.migrate import apply_schema
-from mltrading_assets.embedded import PROJECT_ROOT, ensure_database
 
 FIXTURES = Path(__file__).parent / "fixtures"
 APP_TABLES = ["feature_engineered_data", "market_data", "stock_info", "system_logs"]
@@ -39,7 +39,7 @@ def server_url() -> str:
     if url:
         yield url
         return
-    from mltrading_assets.embedded import pgserver_module
+    from mltrading_assets.cli.embedded import pgserver_module
 
     # Not under pytest's tmp dir: pytest resets /tmp/pytest-of-<user> to mode 700 when a
     # session starts, which locks the server's own user out of its data directory.

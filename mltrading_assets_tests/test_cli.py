@@ -60,14 +60,14 @@ def test_doctor_reports_which_tables_live_in_which_schema(instance):
 def test_doctor_fails_when_the_dagster_schema_is_missing(database_url, server_url, monkeypatch):
     import sqlalchemy as sa
 
-    from mltrading_assets.embedded import ensure_database
+    from mltrading_assets.cli.embedded import ensure_database
 
     # A separate database, so the shared one keeps its Dagster tables.
     ensure_database(server_url, "mltrading_doctor_test")
     url = sa.make_url(server_url).set(database="mltrading_doctor_test")
     url = url.render_as_string(hide_password=False)
     monkeypatch.setenv("MLTRADING_DATABASE_URL", url)
-    from mltrading_assets import doctor
+    from mltrading_assets.cli import doctor
 
     report = doctor.check(url)
     assert not report.ok
@@ -79,7 +79,7 @@ def test_doctor_fails_when_the_dagster_schema_is_missing(database_url, server_ur
 
 
 def test_stats_report_runs_durations_slowest_symbols_and_rows(instance, db):
-    from mltrading_assets.runner import materialize, register_partitions
+    from mltrading_assets.cli.runner import materialize, register_partitions
     from mltrading_assets_tests.test_dagster_runs import run_config
 
     register_partitions(instance, ["AAPL", "FAIL"])

@@ -9,10 +9,10 @@ import time
 import dagster as dg
 import sqlalchemy as sa
 
+from mltrading_assets.cli.embedded import PROJECT_ROOT
 from mltrading_assets.db.symbols import add_symbols
-from mltrading_assets.embedded import PROJECT_ROOT
-from mltrading_assets.run_links import FOLLOWS_TAG
-from mltrading_assets.sensors import NEW_SYMBOLS_TAG
+from mltrading_assets.defs.features.follow import FOLLOWS_TAG
+from mltrading_assets.defs.symbols.sensors import NEW_SYMBOLS_TAG
 
 AS_OF = "2026-11-20T21:00:00Z"
 NEW = ["NEWA", "NEWB", "NEWC"]

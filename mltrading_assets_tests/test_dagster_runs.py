@@ -4,9 +4,10 @@ through the multiprocess executor in symbol-ranged runs, rows checked in both ta
 import dagster as dg
 import sqlalchemy as sa
 
-from mltrading_assets.assets import feature_engineered_data, market_data
-from mltrading_assets.partitions import symbol_partitions
-from mltrading_assets.runner import materialize, register_partitions
+from mltrading_assets.cli.runner import materialize, register_partitions
+from mltrading_assets.defs.features.assets import feature_engineered_data
+from mltrading_assets.defs.market_data.assets import market_data
+from mltrading_assets.defs.symbols.partitions import symbol_partitions
 from mltrading_assets_tests.conftest import table_count
 
 AS_OF = "2026-11-20T21:00:00Z"
@@ -140,8 +141,8 @@ def test_a_failing_symbol_fails_alone(instance, db):
 
 
 def test_rebuild_reloads_and_recomputes_every_active_symbol(instance, db):
+    from mltrading_assets.cli.runner import rebuild_all
     from mltrading_assets.db.symbols import add_symbols
-    from mltrading_assets.runner import rebuild_all
 
     with db.begin() as conn:
         add_symbols(conn, ["AAPL", "MSFT"])

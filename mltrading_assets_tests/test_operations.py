@@ -6,11 +6,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.assets import feature_engineered_data, market_data
-from mltrading_assets.resources import PostgresResource
-from mltrading_assets.retention import expired_runs
-from mltrading_assets.runner import materialize, register_partitions
-from mltrading_assets.sensors import log_failed_runs, log_successful_runs
+from mltrading_assets.cli.runner import materialize, register_partitions
+from mltrading_assets.defs.features.assets import feature_engineered_data
+from mltrading_assets.defs.market_data.assets import market_data
+from mltrading_assets.defs.operations.jobs import expired_runs
+from mltrading_assets.defs.operations.sensors import log_failed_runs, log_successful_runs
+from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets_tests.test_dagster_runs import materializations, run_config
 
 MONDAY_NOON = "2026-11-23T17:00:00Z"  # 12:00 New York, market open
@@ -162,7 +163,7 @@ def test_retention_keeps_the_latest_materialization_of_every_partition(instance,
     assert expired == [failed.run_id]
     assert expired_runs(instance, max_age_days=60, now=later) == []
 
-    from mltrading_assets.runner import JOBS  # noqa: F401  (job defs resolve in-process)
+    from mltrading_assets.cli.runner import JOBS  # noqa: F401  (job defs resolve in-process)
 
     with dg.execute_job(
         dg.reconstructable(_retention_job),

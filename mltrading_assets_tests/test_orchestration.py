@@ -7,18 +7,15 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from mltrading_assets.cli.runner import materialize, register_partitions
 from mltrading_assets.db.symbols import add_symbols, deactivate_symbols
-from mltrading_assets.partitions import contiguous_ranges
-from mltrading_assets.resources import PostgresResource
-from mltrading_assets.run_links import FOLLOWS_TAG
-from mltrading_assets.runner import materialize, register_partitions
-from mltrading_assets.schedules import (
-    TICK_TAG,
-    features_requests,
-    features_schedule,
-    market_data_schedule,
-)
-from mltrading_assets.sensors import features_after_market_data, symbol_universe_sensor
+from mltrading_assets.defs.features.follow import FOLLOWS_TAG
+from mltrading_assets.defs.features.schedules import features_requests, features_schedule
+from mltrading_assets.defs.features.sensors import features_after_market_data
+from mltrading_assets.defs.market_data.schedules import TICK_TAG, market_data_schedule
+from mltrading_assets.defs.resources import PostgresResource
+from mltrading_assets.defs.symbols.sensors import symbol_universe_sensor
+from mltrading_assets.lib.ranged_runs import contiguous_ranges
 from mltrading_assets_tests.test_dagster_runs import run_config
 
 

@@ -6,14 +6,19 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets import symbol_work
 from mltrading_assets.db.bars import read_bars, write_bars
 from mltrading_assets.db.migrate import apply_schema
 from mltrading_assets.db.tables import metadata
 from mltrading_assets.features import CORE_COLUMNS, compute_features
 from mltrading_assets.features.contract import INTEGER_COLUMNS
-from mltrading_assets.isolation import SymbolTaskError
-from mltrading_assets.symbol_work import WorkSpec, build_features, init_worker, load_market_data
+from mltrading_assets.workers import symbol_work
+from mltrading_assets.workers.isolation import SymbolTaskError
+from mltrading_assets.workers.symbol_work import (
+    WorkSpec,
+    build_features,
+    init_worker,
+    load_market_data,
+)
 from mltrading_assets_tests.conftest import table_count
 
 AS_OF = "2026-11-20T21:00:00Z"

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from mltrading_assets.market_calendar import NEW_YORK, is_in_regular_session
+from mltrading_assets.trading_calendar import NEW_YORK, is_in_regular_session
 
 # A price difference smaller than this fraction of close is floating-point noise from
 # rolling sums over flat prices, and counts as zero (FEATURES.md).

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pandas_ta_classic as ta
 
-from mltrading_assets.market_calendar import NEW_YORK
+from mltrading_assets.trading_calendar import NEW_YORK
 
 
 def _session_vwap(bars: pd.DataFrame) -> pd.Series:

@@ -6,8 +6,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from mltrading_assets.market_calendar import sessions_between
 from mltrading_assets.sources.base import BarSource
+from mltrading_assets.trading_calendar import sessions_between
 
 # Every series starts here, so a bar's values never depend on the window asked for.
 EPOCH = pd.Timestamp("2020-01-02", tz="UTC")

@@ -1,0 +1,9 @@
+"""Pictures and tables attached to materializations (Pillow; no Dagster here)."""
+
+from mltrading_assets.charts.feature_chart import (
+    chart_markdown,
+    feature_chart_png,
+    latest_values_markdown,
+)
+
+__all__ = ["chart_markdown", "feature_chart_png", "latest_values_markdown"]

@@ -1,0 +1,167 @@
+"""Health report: is the database reachable, and does every table live in its schema?"""
+
+from dataclasses import asdict, dataclass, field
+
+import sqlalchemy as sa
+
+from mltrading_assets.db.engine import APP_SCHEMA, DAGSTER_SCHEMA, one_connection, redacted
+
+APP_TABLES = ("stock_info", "market_data", "feature_engineered_data", "system_logs")
+# A few of the tables dagster-postgres creates; enough to tell where its storage went.
+DAGSTER_TABLES = ("runs", "event_logs", "jobs", "instance_info")
+
+
+@dataclass
+class Report:
+    database: str
+    reachable: bool = False
+    tables: dict[str, list[str]] = field(default_factory=dict)
+    dagster: dict = field(default_factory=dict)
+    freshness: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and not self.problems
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def check(url: str) -> Report:
+    report = Report(database=redacted(url))
+    try:
+        with one_connection(url, application_name="mltrading-doctor") as conn:
+            report.reachable = True
+            rows = conn.execute(
+                sa.text(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema IN (:app, :dagster) ORDER BY 1, 2"
+                ),
+                {"app": APP_SCHEMA, "dagster": DAGSTER_SCHEMA},
+            ).all()
+            schemas = set(
+                conn.execute(
+                    sa.text("SELECT nspname FROM pg_namespace WHERE nspname = :s"),
+                    {"s": DAGSTER_SCHEMA},
+                ).scalars()
+            )
+    except sa.exc.OperationalError as exc:
+        report.problems.append(f"database not reachable: {str(exc.orig).strip()}")
+        return report
+    for schema, table in rows:
+        report.tables.setdefault(schema, []).append(table)
+    app = set(report.tables.get(APP_SCHEMA, []))
+    dagster = set(report.tables.get(DAGSTER_SCHEMA, []))
+    if DAGSTER_SCHEMA not in schemas:
+        report.problems.append(
+            f"schema {DAGSTER_SCHEMA!r} is missing: run `mltrading db init` before Dagster starts"
+        )
+    for table in APP_TABLES:
+        if table not in app:
+            report.problems.append(
+                f"table {APP_SCHEMA}.{table} is missing: run `mltrading db init`"
+            )
+    stray = sorted(app & set(DAGSTER_TABLES))
+    if stray:
+        report.problems.append(
+            f"Dagster tables found in {APP_SCHEMA!r} ({', '.join(stray)}): dagster.yaml is not "
+            f"using the {DAGSTER_SCHEMA!r} schema"
+        )
+    if DAGSTER_SCHEMA in schemas and not dagster & set(DAGSTER_TABLES):
+        report.problems.append(
+            f"no Dagster tables in {DAGSTER_SCHEMA!r}: the Dagster instance did not load "
+            "(check dagster.yaml and DAGSTER_HOME)"
+        )
+    return report
+
+
+# A daemon that has not reported for this long has stopped: schedules and sensors are idle.
+HEARTBEAT_STALE_AFTER_S = 300
+
+
+def migration_state(conn: sa.Connection) -> tuple[str | None, str]:
+    """(revision of Dagster's schema in the database, newest revision this Dagster knows)."""
+    import dagster_postgres.run_storage.run_storage as pg_run_storage
+    from alembic.script import ScriptDirectory
+    from dagster_postgres.utils import pg_alembic_config
+
+    head = ScriptDirectory.from_config(
+        pg_alembic_config(pg_run_storage.__file__)
+    ).get_current_head()
+    current = conn.execute(
+        sa.text(f"SELECT version_num FROM {DAGSTER_SCHEMA}.alembic_version")
+    ).scalar()
+    return current, head
+
+
+def check_dagster(report: Report, url: str, instance) -> None:
+    """Migrations, daemon heartbeat and schedule state, added to ``report``."""
+    import time
+
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+    try:
+        with one_connection(url, application_name="mltrading-doctor") as conn:
+            current, head = migration_state(conn)
+    except sa.exc.SQLAlchemyError as exc:
+        report.problems.append(f"cannot read Dagster's migration state: {exc.__class__.__name__}")
+        return
+    report.dagster["migration"] = {"database": current, "code": head}
+    if current != head:
+        report.problems.append(
+            f"Dagster storage is at migration {current}, this Dagster expects {head}: "
+            "run `dagster instance migrate`"
+        )
+    heartbeats = instance.get_daemon_heartbeats()
+    newest = max((hb.timestamp for hb in heartbeats.values()), default=None)
+    report.dagster["daemon_heartbeat_age_s"] = round(time.time() - newest, 1) if newest else None
+    if newest is None:
+        report.warnings.append(
+            "the Dagster daemon has never run here: schedules and sensors start with `mltrading ui`"
+        )
+    elif time.time() - newest > HEARTBEAT_STALE_AFTER_S:
+        report.problems.append(
+            f"the Dagster daemon last reported {time.time() - newest:.0f} s ago: it has stopped, "
+            "so schedules and sensors are idle"
+        )
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+    report.dagster["schedules"] = {state.name: state.status.value for state in states}
+    stopped = [s.name for s in states if s.status == InstigatorStatus.STOPPED]
+    if stopped:
+        report.warnings.append(f"schedules switched off: {', '.join(sorted(stopped))}")
+
+
+def check_freshness(report: Report, url: str, now, source: str) -> None:
+    """How many active symbols have bars up to the last trading hour."""
+    import pandas as pd
+
+    from mltrading_assets.trading_calendar import nyse_calendar
+
+    calendar = nyse_calendar()
+    # The newest bar due: an hour before now while open, else the last session's final bar.
+    minute = now.floor("min")
+    reference = minute if calendar.is_open_on_minute(minute) else calendar.previous_close(minute)
+    due = reference - pd.Timedelta(hours=1)
+    with one_connection(url, application_name="mltrading-doctor") as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.symbol, max(m.timestamp) AS newest FROM public.stock_info s "
+                "LEFT JOIN public.market_data m ON m.symbol = s.symbol AND m.source = :src "
+                "WHERE s.active GROUP BY s.symbol"
+            ),
+            {"src": source},
+        ).all()
+    stale = sorted(s for s, newest in rows if newest is None or pd.Timestamp(newest) < due)
+    report.freshness = {
+        "active_symbols": len(rows),
+        "fresh": len(rows) - len(stale),
+        "stale": len(stale),
+        "stale_examples": stale[:10],
+        "bars_due_since": due.isoformat(),
+    }
+    if stale:
+        report.warnings.append(
+            f"{len(stale)} of {len(rows)} active symbols have no bar since {due:%Y-%m-%d %H:%M} UTC"
+        )

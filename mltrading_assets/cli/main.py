@@ -1,0 +1,359 @@
+"""``mltrading``: set up the database, manage symbols, run the assets, open the UI."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import click
+
+DEMO_SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA")
+
+
+def _quiet_dagster_warnings() -> None:
+    import dagster as dg
+
+    for category in (dg.BetaWarning, dg.PreviewWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+def _environment() -> str:
+    """Resolve the database (embedded if none is configured) and Dagster's home."""
+    from mltrading_assets.cli.embedded import prepare_dagster_home, resolve_database_url
+
+    url = resolve_database_url()
+    prepare_dagster_home()
+    return url
+
+
+def _engine(url: str):
+    from mltrading_assets.db.engine import create_app_engine
+
+    return create_app_engine(url, pool_size=1, application_name="mltrading-cli")
+
+
+def _connection(url: str, begin: bool = False):
+    from mltrading_assets.db.engine import one_connection
+
+    return one_connection(url, begin=begin, application_name="mltrading-cli")
+
+
+def _init_schema(url: str) -> list[str]:
+    from mltrading_assets.db.migrate import apply_schema
+
+    engine = _engine(url)
+    try:
+        return apply_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def _parse_symbols(values: tuple[str, ...]) -> list[str]:
+    from mltrading_assets.sources import InvalidSymbolError, normalize_symbols
+
+    raw = [part for value in values for part in value.replace(",", " ").split()]
+    try:
+        return normalize_symbols(raw)
+    except InvalidSymbolError as exc:
+        raise click.BadParameter(str(exc), param_hint="SYMBOLS") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Hourly market data and technical features in PostgreSQL, orchestrated by Dagster.
+
+    Uses MLTRADING_DATABASE_URL, or an embedded PostgreSQL in .mltrading/ when it is unset.
+    """
+    _quiet_dagster_warnings()
+
+
+# --- database -----------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Create the schemas and tables, show the URL, stop the embedded server."""
+
+
+@db.command("init")
+def db_init() -> None:
+    """Create schemas `public` (app) and `dagster` and the app tables (idempotent)."""
+    url = _environment()
+    applied = _init_schema(url)
+    from mltrading_assets.db.engine import redacted
+
+    click.echo(f"database {redacted(url)}: applied {', '.join(applied)}")
+
+
+@db.command("url")
+def db_url() -> None:
+    """Print the database URL in use (for psql or a notebook)."""
+    click.echo(_environment())
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL server (its data stays in .mltrading/pgdata)."""
+    from mltrading_assets.cli.embedded import stop_embedded_postgres
+
+    click.echo("stopped" if stop_embedded_postgres() else "the embedded server was not running")
+
+
+# --- symbols ------------------------------------------------------------------------------
+
+
+@main.group()
+def symbols() -> None:
+    """Manage the symbol universe (stock_info and the `symbols` partitions)."""
+
+
+def add_symbols(url: str, instance, names: list[str]) -> list[str]:
+    """Register symbols in stock_info and as partitions; returns the new partitions."""
+    from mltrading_assets.cli.runner import register_partitions
+    from mltrading_assets.db.symbols import add_symbols as add_rows
+
+    with _connection(url, begin=True) as conn:
+        add_rows(conn, names)
+    return register_partitions(instance, names)
+
+
+@symbols.command("add")
+@click.argument("names", nargs=-1, required=True, metavar="SYMBOLS...")
+def symbols_add(names: tuple[str, ...]) -> None:
+    """Add symbols (e.g. AAPL MSFT BRK-B ^GSPC); then materialize them or backfill in the UI."""
+    parsed = _parse_symbols(names)
+    url = _environment()
+    _init_schema(url)
+    with _instance() as instance:
+        new = add_symbols(url, instance, parsed)
+    click.echo(f"added {len(new)} new symbol partition(s): {' '.join(new) or '-'}")
+    click.echo(f"load them with: mltrading materialize --symbols {','.join(parsed)}")
+
+
+@symbols.command("remove")
+@click.argument("names", nargs=-1, required=True, metavar="SYMBOLS...")
+def symbols_remove(names: tuple[str, ...]) -> None:
+    """Deactivate symbols: scheduled work stops, stored bars and features stay."""
+    from mltrading_assets.db.symbols import deactivate_symbols
+
+    parsed = _parse_symbols(names)
+    with _connection(_environment(), begin=True) as conn:
+        count = deactivate_symbols(conn, parsed)
+    click.echo(f"deactivated {count} symbol(s)")
+
+
+@symbols.command("list")
+def symbols_list() -> None:
+    """List active symbols."""
+    from mltrading_assets.db.symbols import active_symbols
+
+    with _connection(_environment()) as conn:
+        for name in active_symbols(conn):
+            click.echo(name)
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def run_assets(url: str, names: list[str], assets: list[str]) -> bool:
+    """Materialize ``assets`` for ``names`` in batched Dagster runs; True if all succeeded."""
+    from mltrading_assets.cli.runner import materialize
+
+    ok = True
+    with _instance() as instance:
+        for asset in assets:
+            started = time.perf_counter()
+            runs = materialize(instance, asset, names)
+            seconds = time.perf_counter() - started
+            for run in runs:
+                state = "ok" if run.success else "FAILED"
+                click.echo(f"{asset}: run {run.run_id} {run.first}..{run.last} {state}")
+            click.echo(f"{asset}: {len(names)} symbols in {len(runs)} run(s), {seconds:.1f} s")
+            ok = ok and all(run.success for run in runs)
+    return ok
+
+
+@main.command()
+@click.option("--symbols", "symbol_opts", multiple=True, help="Symbols (default: all active).")
+@click.option(
+    "--asset",
+    type=click.Choice(["all", "market_data", "features"]),
+    default="all",
+    show_default=True,
+    help="What to materialize; `all` runs features after the bars are in.",
+)
+def materialize(symbol_opts: tuple[str, ...], asset: str) -> None:
+    """Materialize assets for symbols through Dagster (multiprocess executor)."""
+    from mltrading_assets.db.symbols import active_symbols
+
+    url = _environment()
+    _init_schema(url)
+    if symbol_opts:
+        names = _parse_symbols(symbol_opts)
+        with _instance() as instance:
+            add_symbols(url, instance, names)
+    else:
+        with _connection(url) as conn:
+            names = active_symbols(conn)
+        if not names:
+            raise click.UsageError("no active symbols: add some with `mltrading symbols add AAPL`")
+    assets = ["market_data", "features"] if asset == "all" else [asset]
+    if not run_assets(url, names, assets):
+        raise SystemExit(1)
+
+
+def _summary(url: str, names: list[str]) -> list[tuple]:
+    import sqlalchemy as sa
+
+    with _connection(url) as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT m.symbol, count(*) AS bars, max(m.timestamp) AS last_bar, "
+                "(SELECT count(*) FROM public.feature_engineered_data f "
+                " WHERE f.symbol = m.symbol) AS feature_rows "
+                "FROM public.market_data m WHERE m.symbol = ANY(:names) "
+                "GROUP BY m.symbol ORDER BY m.symbol"
+            ),
+            {"names": names},
+        ).all()
+
+
+@main.command()
+@click.option(
+    "--symbols",
+    "symbol_opts",
+    multiple=True,
+    default=DEMO_SYMBOLS,
+    show_default=True,
+    help="Symbols to load.",
+)
+def demo(symbol_opts: tuple[str, ...]) -> None:
+    """Quick start, offline: embedded PostgreSQL (unless configured), synthetic bars, both
+    assets materialized through Dagster, and a summary."""
+    os.environ.setdefault("MLTRADING_SOURCE", "synthetic")
+    names = _parse_symbols(symbol_opts)
+    url = _environment()
+    from mltrading_assets.db.engine import redacted
+
+    click.echo(f"database: {redacted(url)}")
+    click.echo(f"schema: {', '.join(_init_schema(url))}")
+    with _instance() as instance:
+        add_symbols(url, instance, names)
+    ok = run_assets(url, names, ["market_data", "features"])
+    click.echo("\nsymbol      bars  feature rows  last bar (UTC)")
+    for symbol, bars, last_bar, feature_rows in _summary(url, names):
+        click.echo(f"{symbol:<10}{bars:>6}{feature_rows:>14}  {last_bar:%Y-%m-%d %H:%M}")
+    click.echo(
+        "\nOpen the Dagster UI with `.venv/bin/mltrading ui` (http://127.0.0.1:3000): "
+        "Assets → market_data shows each symbol's partition and run."
+    )
+    if not ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+def ui(host: str, port: int) -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) on this project's database."""
+    from mltrading_assets.cli.embedded import PROJECT_ROOT
+
+    url = _environment()
+    _init_schema(url)
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    click.echo(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
+    raise SystemExit(subprocess.call([*command, "-h", host, "-p", str(port)], cwd=PROJECT_ROOT))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(as_json: bool) -> None:
+    """Check database, schemas, Dagster migrations, daemon, schedules and data freshness.
+
+    Exits 1 on a problem (warnings alone exit 0)."""
+    import pandas as pd
+
+    from mltrading_assets.cli import doctor as health
+    from mltrading_assets.definitions import defs
+
+    url = _environment()
+    report = health.check(url)
+    if report.reachable:
+        try:
+            with _instance() as instance:  # loading it creates or migrates Dagster's tables
+                health.check_dagster(report, url, instance)
+        except Exception as exc:
+            report.problems.insert(
+                0, f"Dagster instance failed to load: {type(exc).__name__}: {exc}"
+            )
+        if not any("missing" in p for p in report.problems):
+            source = defs.resources["source"]
+            clock = pd.Timestamp.now(tz="UTC")
+            health.check_freshness(report, url, clock, _source_name(source))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        click.echo(f"database: {report.database} ({'reachable' if report.reachable else 'DOWN'})")
+        for schema, tables in sorted(report.tables.items()):
+            click.echo(f"schema {schema}: {len(tables)} tables: {', '.join(tables)}")
+        for key, value in report.dagster.items():
+            click.echo(f"dagster {key}: {value}")
+        if report.freshness:
+            f = report.freshness
+            click.echo(f"freshness: {f['fresh']} of {f['active_symbols']} active symbols fresh")
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}")
+        for problem in report.problems:
+            click.echo(f"PROBLEM: {problem}")
+        click.echo("ok" if report.ok else "problems found")
+    raise SystemExit(0 if report.ok else 1)
+
+
+def _source_name(resource) -> str:
+    """The configured source kind, read through the EnvVar it may be bound to."""
+    kind = resource.kind
+    return kind.get_value() if hasattr(kind, "get_value") else kind
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def stats(as_json: bool) -> None:
+    """Runs of the last day and week (success rate, median and p95 duration), the slowest
+    symbols, and rows per table."""
+    from mltrading_assets.cli import stats as workflow_stats
+    from mltrading_assets.defs.features.assets import feature_engineered_data
+    from mltrading_assets.defs.market_data.assets import market_data
+
+    url = _environment()
+    engine = _engine(url)
+    with _instance() as instance:
+        result = workflow_stats.collect(
+            instance, engine, [market_data.key, feature_engineered_data.key]
+        )
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for period in ("last_day", "last_week"):
+        r = result[period]
+        rate = f"{r['success_rate']:.1%}" if r["success_rate"] is not None else "-"
+        click.echo(
+            f"{period.replace('_', ' ')}: {r['runs']} runs {r['by_status']}, success {rate}, "
+            f"median {r['median_duration_s']} s, p95 {r['p95_duration_s']} s"
+        )
+    click.echo("slowest symbols (last day):")
+    for row in result["slowest_symbols_last_day"]:
+        click.echo(f"  {row['symbol']:<10} {row['asset']:<24} {row['duration_s']} s")
+    click.echo("rows: " + ", ".join(f"{t} {n}" for t, n in result["rows"].items()))
+
+
+if __name__ == "__main__":
+    main()

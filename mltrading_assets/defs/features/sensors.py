@@ -1,0 +1,49 @@
+"""Features follow the bars they depend on.
+
+Features are triggered by the completion of the market_data run whose bars they use, never
+by the clock alone: a run-status sensor (not declarative automation) because it reuses the
+exact symbol range of the data run in one features run, costs one query per finished run,
+and works the same for scheduled runs, backfills and runs launched from the UI.
+"""
+
+import dagster as dg
+
+from mltrading_assets.defs.features.follow import features_request_after, followed_already
+from mltrading_assets.defs.features.jobs import features_job
+from mltrading_assets.defs.market_data.assets import market_data
+from mltrading_assets.defs.market_data.jobs import market_data_job
+
+
+def _follow(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    # Runs of market_data_job carry no asset selection; UI launches and backfills do.
+    if run.job_name != market_data_job.name and market_data.key not in (run.asset_selection or ()):
+        return dg.SkipReason(f"run {run.run_id} did not materialize market_data")
+    if followed_already(context.instance, run):
+        return dg.SkipReason(f"features for run {run.run_id} were already requested")
+    return features_request_after(run)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=features_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Compute features as soon as a market_data run has written its bars.",
+)
+def features_after_market_data(context: dg.RunStatusSensorContext):
+    return _follow(context)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.FAILURE,
+    request_job=features_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "A partly failed market_data run still wrote the bars of its good symbols: "
+        "compute their features too."
+    ),
+)
+def features_after_failed_market_data(context: dg.RunStatusSensorContext):
+    return _follow(context)

@@ -1,0 +1,12 @@
+import dagster as dg
+
+from mltrading_assets.defs.operations.jobs import retention_job
+from mltrading_assets.trading_calendar import NEW_YORK
+
+retention_schedule = dg.ScheduleDefinition(
+    job=retention_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone=NEW_YORK,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Nightly clean-up of run history older than 30 days.",
+)

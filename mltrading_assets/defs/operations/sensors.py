@@ -1,0 +1,65 @@
+"""Every finished run leaves a row in ``public.system_logs``."""
+
+import datetime as dt
+
+import dagster as dg
+
+from mltrading_assets.db.system_logs import log_run
+from mltrading_assets.defs.resources import PostgresResource
+
+
+def _partitions_label(run: dg.DagsterRun) -> str | None:
+    first = run.tags.get("dagster/asset_partition_range_start")
+    if first:
+        return f"{first}..{run.tags['dagster/asset_partition_range_end']}"
+    return run.tags.get("dagster/partition")
+
+
+def record_finished_run(
+    instance: dg.DagsterInstance,
+    database: PostgresResource,
+    run: dg.DagsterRun,
+    status: str,
+    error: str | None = None,
+) -> bool:
+    stats = instance.get_run_stats(run.run_id)
+
+    def when(timestamp: float | None) -> dt.datetime | None:
+        return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else None
+
+    with database.connection(begin=True) as conn:
+        return log_run(
+            conn,
+            run_id=run.run_id,
+            job_name=run.job_name,
+            partitions=_partitions_label(run),
+            status=status,
+            started_at=when(stats.start_time),
+            ended_at=when(stats.end_time),
+            error=error,
+        )
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Writes a row to public.system_logs for every successful run.",
+)
+def log_successful_runs(context: dg.RunStatusSensorContext, database: PostgresResource):
+    record_finished_run(context.instance, database, context.dagster_run, "SUCCESS")
+
+
+@dg.run_failure_sensor(
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Writes a row to public.system_logs, with the error, for every failed run.",
+)
+def log_failed_runs(context: dg.RunFailureSensorContext, database: PostgresResource):
+    step_errors = [
+        event.event_specific_data.error.message.strip()
+        for event in context.get_step_failure_events()
+        if event.event_specific_data and event.event_specific_data.error
+    ]
+    error = " | ".join(step_errors) or (context.failure_event.message or "run failed")
+    record_finished_run(context.instance, database, context.dagster_run, "FAILURE", error)

@@ -1,0 +1,184 @@
+"""Shared body of everything that processes symbols inside one run, each symbol isolated.
+
+Each symbol that succeeds is recorded as a materialization of its own partition, with its
+own metadata; failed symbols are named in a ``Failure`` at the end, which leaves their
+partitions FAILED in the UI (and the good ones materialized) so a re-run picks them up.
+"""
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from mltrading_assets.defs.resources import BarSourceResource, PostgresResource, ProcessingResource
+from mltrading_assets.lib.batched_events import MaterializationBatches
+from mltrading_assets.sources import InvalidSymbolError, validate_symbol
+from mltrading_assets.workers.isolation import SymbolOutcome, run_isolated
+from mltrading_assets.workers.symbol_work import WorkSpec, init_worker
+
+# Failures a retry can cure; bad input fails again, so it does not trigger a retry.
+RETRYABLE_KINDS = {"transient", "timeout", "crashed"}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    succeeded: list[str]
+    failures: list[SymbolOutcome]
+
+
+MARKDOWN_DETAILS = ("chart", "latest_values")
+
+
+def _metadata(details: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for key, value in details.items():
+        if value is None:
+            continue
+        if key in ("first_bar", "last_bar"):
+            metadata[key] = dg.MetadataValue.timestamp(pd.Timestamp(value))
+        elif key in MARKDOWN_DETAILS:
+            metadata[key] = dg.MetadataValue.md(value)
+        else:
+            metadata[key] = value
+    return metadata
+
+
+def checked_partition_symbols(context: dg.AssetExecutionContext) -> list[str]:
+    """The run's symbols, refusing an empty range and keys that are not valid symbols."""
+    symbols = list(context.partition_keys)
+    if not symbols:
+        # A reversed partition range resolves to zero keys without complaint.
+        raise dg.Failure("this run selected no symbol partitions (empty or reversed range)")
+    # Dagster does not validate partition keys logged with materializations: we do.
+    bad = []
+    for symbol in symbols:
+        try:
+            validate_symbol(symbol)
+        except InvalidSymbolError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise dg.Failure("invalid symbol partitions: " + "; ".join(bad), allow_retries=False)
+    return symbols
+
+
+def process_symbols(
+    context: dg.OpExecutionContext,
+    task: Callable[[str], dict[str, Any]],
+    symbols: list[str],
+    asset_key: dg.AssetKey,
+    database: PostgresResource,
+    source: BarSourceResource,
+    processing: ProcessingResource,
+    *,
+    full_refresh: bool = False,
+    max_workers: int | None = None,
+) -> BatchResult:
+    """Run ``task`` for every symbol in isolated workers; record each success as a
+    materialization of ``asset_key``'s partition for that symbol."""
+    spec = WorkSpec(
+        database_url=database.url,
+        source=source.source_config(),
+        history_days=source.history_days,
+        overlap_days=source.overlap_days,
+        feature_set=processing.feature_set,
+        full_refresh=full_refresh,
+        charts=processing.charts,
+        faults=processing.faults(),
+    )
+    workers = min(processing.worker_count(), len(symbols), max_workers or len(symbols))
+    context.log.info(
+        f"{asset_key.to_user_string()}: {len(symbols)} symbols ({symbols[0]} … {symbols[-1]}) "
+        f"from source {source.kind!r}, {workers} worker processes"
+        + (", full refresh" if full_refresh else "")
+    )
+    succeeded: list[str] = []
+    failures: list[SymbolOutcome] = []
+    rows = 0
+    step = max(1, len(symbols) // 10)
+    outcomes = run_isolated(
+        task,
+        symbols,
+        initializer=init_worker,
+        initargs=(spec,),
+        workers=workers,
+        timeout_seconds=processing.symbol_timeout_seconds,
+        max_tasks=processing.max_symbols_per_worker,
+        start_method=processing.start_method,
+    )
+    batches = MaterializationBatches(context)
+    try:
+        for done, outcome in enumerate(outcomes, start=1):
+            if outcome.ok:
+                succeeded.append(outcome.symbol)
+                rows += int(outcome.details.get("rows_written", 0))
+                batches.add(
+                    dg.AssetMaterialization(
+                        asset_key=asset_key,
+                        partition=outcome.symbol,
+                        metadata=_metadata(outcome.details),
+                    )
+                )
+            else:
+                failures.append(outcome)
+                context.log.error(f"{outcome.symbol} failed ({outcome.kind}): {outcome.error}")
+            if done % step == 0 or done == len(symbols):
+                batches.flush()
+                context.log.info(
+                    f"{done}/{len(symbols)} symbols done, {len(failures)} failed, "
+                    f"{rows} rows written"
+                )
+    finally:
+        # Symbols already written are recorded even if the step is being torn down.
+        batches.flush()
+    return BatchResult(succeeded=succeeded, failures=failures)
+
+
+def raise_for_failures(failures: list[SymbolOutcome], total: int) -> None:
+    """Fail the step naming every failed symbol; retry only if all failures are transient."""
+    if not failures:
+        return
+    kinds = Counter(f.kind for f in failures)
+    raise dg.Failure(
+        description=(
+            f"{len(failures)} of {total} symbols failed "
+            f"({', '.join(f'{n} {k}' for k, n in kinds.items())}): "
+            + "; ".join(f"{f.symbol}: {f.error}" for f in failures[:20])
+            + (f"; … and {len(failures) - 20} more" if len(failures) > 20 else "")
+        ),
+        metadata={
+            "failed_symbols": dg.MetadataValue.json({f.symbol: f.error for f in failures}),
+            "succeeded": total - len(failures),
+        },
+        allow_retries=set(kinds) <= RETRYABLE_KINDS,
+    )
+
+
+def materialize_partitions(
+    context: dg.AssetExecutionContext,
+    task: Callable[[str], dict[str, Any]],
+    database: PostgresResource,
+    source: BarSourceResource,
+    processing: ProcessingResource,
+    max_workers: int | None = None,
+):
+    """Asset body: process the run's symbol partitions, fail naming the ones that failed.
+
+    Yields no Output on purpose: each partition was recorded with its own metadata, and an
+    Output would record every partition of the range a second time, without it.
+    """
+    symbols = checked_partition_symbols(context)
+    result = process_symbols(
+        context,
+        task,
+        symbols,
+        context.asset_key,
+        database,
+        source,
+        processing,
+        max_workers=max_workers,
+    )
+    raise_for_failures(result.failures, len(symbols))
+    yield from ()

@@ -1,0 +1,19 @@
+"""NYSE sessions, holidays and early closes, from exchange-calendars (no Dagster here)."""
+
+from mltrading_assets.trading_calendar.nyse import (
+    NEW_YORK,
+    is_in_regular_session,
+    market_hours_skip_reason,
+    nyse_calendar,
+    session_close,
+    sessions_between,
+)
+
+__all__ = [
+    "NEW_YORK",
+    "is_in_regular_session",
+    "market_hours_skip_reason",
+    "nyse_calendar",
+    "session_close",
+    "sessions_between",
+]

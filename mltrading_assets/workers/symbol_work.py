@@ -1,0 +1,190 @@
+"""The work for one symbol, as it runs inside an isolated worker process (no Dagster here).
+
+Each worker opens one database connection and builds its source once, in ``init_worker``;
+every symbol then runs in its own transaction, so a failure leaves nothing of it written.
+"""
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from mltrading_assets.charts import chart_markdown, feature_chart_png, latest_values_markdown
+from mltrading_assets.db.bars import first_bar_time, last_bar_time, read_bars, write_bars
+from mltrading_assets.db.engine import create_app_engine
+from mltrading_assets.db.feature_rows import first_dirty_bar, write_features
+from mltrading_assets.features import FEATURE_VERSION, LOOKBACK_BARS, compute_features
+from mltrading_assets.sources import (
+    BadBarsError,
+    InvalidSymbolError,
+    SourceError,
+    SymbolNotFoundError,
+    TransientSourceError,
+    build_source,
+)
+from mltrading_assets.workers.isolation import SymbolTaskError
+
+
+@dataclass(frozen=True)
+class WorkSpec:
+    """Everything a worker needs, picklable: built from the run's resources."""
+
+    database_url: str
+    source: dict[str, Any]
+    history_days: int = 365
+    overlap_days: int = 3
+    feature_set: str = "core"
+    # Reload the whole history and recompute every feature (the rebuild job).
+    full_refresh: bool = False
+    # Attach a chart and a table of the latest values to each feature materialization.
+    charts: bool = True
+    # Test-only fault injection: {"SYMBOL": "raise" | "hang" | "kill"}.
+    faults: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Worker:
+    spec: WorkSpec
+    engine: sa.Engine
+    source: Any
+
+
+_worker: _Worker | None = None
+
+
+def init_worker(spec: WorkSpec) -> None:
+    global _worker
+    _worker = _Worker(
+        spec=spec,
+        engine=create_app_engine(spec.database_url, pool_size=1),
+        source=build_source(**spec.source),
+    )
+
+
+def _state() -> _Worker:
+    if _worker is None:
+        raise RuntimeError("symbol work runs only in a worker started with init_worker")
+    return _worker
+
+
+def _inject_fault(symbol: str, spec: WorkSpec) -> None:
+    fault = spec.faults.get(symbol)
+    if fault == "raise":
+        raise RuntimeError(f"injected failure for {symbol}")
+    if fault == "hang":
+        time.sleep(3600)
+    if fault == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _classified(symbol: str, exc: Exception) -> SymbolTaskError:
+    if isinstance(exc, BadBarsError | InvalidSymbolError | SymbolNotFoundError):
+        return SymbolTaskError("bad_input", str(exc))
+    if isinstance(exc, TransientSourceError):
+        return SymbolTaskError("transient", str(exc))
+    if isinstance(exc, SourceError):
+        return SymbolTaskError("bad_input", str(exc))
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        first_line = str(exc.orig if hasattr(exc, "orig") else exc).strip().splitlines()[0]
+        return SymbolTaskError(
+            "transient", f"{symbol}: database error, nothing written: {first_line}"
+        )
+    return SymbolTaskError("error", f"{symbol}: {type(exc).__name__}: {exc}")
+
+
+def _run(symbol: str, body) -> dict[str, Any]:
+    worker = _state()
+    started = time.perf_counter()
+    try:
+        _inject_fault(symbol, worker.spec)
+        details = body(worker, symbol)
+    except SymbolTaskError:
+        raise
+    except Exception as exc:
+        raise _classified(symbol, exc) from None
+    details["duration_s"] = round(time.perf_counter() - started, 4)
+    return details
+
+
+def _bar_span(index: pd.DatetimeIndex) -> dict[str, Any]:
+    if len(index) == 0:
+        return {"first_bar": None, "last_bar": None}
+    return {"first_bar": index[0].isoformat(), "last_bar": index[-1].isoformat()}
+
+
+def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
+    spec, source = worker.spec, worker.source
+    end = source.now()
+    # One checkout (and one pre-ping) per symbol; no transaction stays open while the
+    # source is asked, which can take seconds.
+    with worker.engine.connect() as conn:
+        last = None if spec.full_refresh else last_bar_time(conn, symbol, source.name)
+        conn.rollback()
+        if last is None:
+            start = end - pd.Timedelta(days=spec.history_days)
+        else:
+            # Re-read a few days: the newest bar may have been in progress, and sources
+            # revise.
+            start = last - pd.Timedelta(days=spec.overlap_days)
+        bars = source.fetch(symbol, start, end)
+        with conn.begin():
+            counts = write_bars(conn, symbol, source.name, bars)
+    return {
+        "source": source.name,
+        "bars_fetched": len(bars),
+        "rows_written": counts.written,
+        "rows_inserted": counts.inserted,
+        "rows_updated": counts.updated,
+        "incremental": last is not None,
+        **_bar_span(bars.index),
+    }
+
+
+def load_market_data(symbol: str) -> dict[str, Any]:
+    """Fetch the missing bars of ``symbol`` (plus an overlap) and upsert them."""
+    return _run(symbol, _load_bars)
+
+
+def _compute(worker: _Worker, symbol: str) -> dict[str, Any]:
+    spec, source_name = worker.spec, worker.source.name
+    feature_set = spec.feature_set
+    details: dict[str, Any] = {
+        "source": source_name,
+        "feature_set": feature_set,
+        "feature_version": FEATURE_VERSION,
+        "bars_read": 0,
+        "rows_written": 0,
+    }
+    with worker.engine.begin() as conn:
+        if spec.full_refresh:
+            dirty = first_bar_time(conn, symbol, source_name)
+        else:
+            dirty = first_dirty_bar(conn, symbol, source_name, feature_set, FEATURE_VERSION)
+        if dirty is None:
+            if last_bar_time(conn, symbol, source_name) is None:
+                raise SymbolNotFoundError(
+                    f"{symbol}: no bars from source {source_name!r} in market_data; "
+                    "materialize market_data for it first"
+                )
+            return details
+        bars = read_bars(conn, symbol, source_name, since=dirty, lookback=LOOKBACK_BARS)
+        computed = compute_features(bars, feature_set=feature_set)
+        features = computed.loc[computed.index >= dirty]
+        counts = write_features(
+            conn, symbol, source_name, bars, features, feature_set, FEATURE_VERSION
+        )
+    details.update(bars_read=len(bars), rows_written=counts.written, **_bar_span(features.index))
+    if spec.charts:
+        # Drawn after the commit: the picture must never hold the transaction open.
+        details["chart"] = chart_markdown(feature_chart_png(bars, computed, symbol), symbol)
+        details["latest_values"] = latest_values_markdown(bars, computed)
+    return details
+
+
+def build_features(symbol: str) -> dict[str, Any]:
+    """Recompute the features of every new or changed bar of ``symbol`` and upsert them."""
+    return _run(symbol, _compute)
