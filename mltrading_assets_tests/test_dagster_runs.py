@@ -1,6 +1,8 @@
 """The real thing: a Dagster instance on PostgreSQL (schema `dagster`), both assets run
 through the multiprocess executor in symbol-ranged runs, rows checked in both tables."""
 
+import os
+
 import dagster as dg
 import sqlalchemy as sa
 
@@ -162,3 +164,39 @@ def test_rebuild_reloads_and_recomputes_every_active_symbol(instance, db):
         assert table_count(db, "feature_engineered_data", symbol=symbol) == bars > 1700
     assert set(materializations(instance, feature_engineered_data)) == {"AAPL", "MSFT"}
     assert materializations(instance, market_data)["AAPL"].metadata["rows_updated"].value > 1000
+
+
+def test_refresh_overlaps_features_of_a_range_with_the_next_bars(instance, db):
+    from mltrading_assets.cli.runner import refresh
+
+    symbols = ["R1", "R2", "R3", "R4", "R5"]
+    register_partitions(instance, symbols)
+    runs = refresh(instance, symbols, symbols_per_run=2, run_config=run_config())
+    assert [(r.first, r.last) for r in runs["market_data"]] == [
+        ("R1", "R2"),
+        ("R3", "R4"),
+        ("R5", "R5"),
+    ]
+    assert [(r.first, r.last) for r in runs["features"]] == [
+        ("R1", "R2"),
+        ("R3", "R4"),
+        ("R5", "R5"),
+    ]
+    assert all(r.success for r in runs["market_data"] + runs["features"])
+    for symbol in symbols:
+        bars = table_count(db, "market_data", symbol=symbol)
+        assert table_count(db, "feature_engineered_data", symbol=symbol) == bars > 1700
+
+    # Features of the earlier ranges are run by a second process (so they can overlap the
+    # next range's bars); the last one here, once its bars are in.
+    def orchestrated_by(run_id: str) -> int:
+        [start] = [
+            e
+            for e in instance.all_logs(run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_START"
+        ]
+        return start.dagster_event.pid
+
+    pids = [orchestrated_by(r.run_id) for r in runs["features"]]
+    assert pids[0] == pids[1] != os.getpid()
+    assert pids[2] == os.getpid() == orchestrated_by(runs["market_data"][0].run_id)

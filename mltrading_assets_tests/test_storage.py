@@ -260,7 +260,7 @@ MESSAGES = {
     "DUPES": "duplicate timestamps",
     "NAIVE": "without a UTC offset",
     "COLS": "missing columns \\['Low'\\]",
-    "EMPTY": "csv returned no bars",
+    "EMPTY": "has no bars, only a header",
     "MISSING": "no file",
 }
 

@@ -164,20 +164,27 @@ def symbols_list() -> None:
 
 
 def run_assets(url: str, names: list[str], assets: list[str]) -> bool:
-    """Materialize ``assets`` for ``names`` in batched Dagster runs; True if all succeeded."""
-    from mltrading_assets.cli.runner import materialize
+    """Materialize ``assets`` for ``names`` in batched Dagster runs; True if all succeeded.
 
-    ok = True
+    Both assets run as the hourly refresh does: each range's features right after its bars,
+    alongside the next range's bars."""
+    from mltrading_assets.cli.runner import materialize, refresh
+
+    started = time.perf_counter()
     with _instance() as instance:
-        for asset in assets:
-            started = time.perf_counter()
-            runs = materialize(instance, asset, names)
-            seconds = time.perf_counter() - started
-            for run in runs:
-                state = "ok" if run.success else "FAILED"
-                click.echo(f"{asset}: run {run.run_id} {run.first}..{run.last} {state}")
-            click.echo(f"{asset}: {len(names)} symbols in {len(runs)} run(s), {seconds:.1f} s")
-            ok = ok and all(run.success for run in runs)
+        if assets == ["market_data", "features"]:
+            runs_by_asset = refresh(instance, names)
+        else:
+            runs_by_asset = {asset: materialize(instance, asset, names) for asset in assets}
+    seconds = time.perf_counter() - started
+    ok = True
+    for asset, runs in runs_by_asset.items():
+        for run in runs:
+            state = "ok" if run.success else "FAILED"
+            click.echo(f"{asset}: run {run.run_id} {run.first}..{run.last} {state}")
+        click.echo(f"{asset}: {len(names)} symbols in {len(runs)} run(s)")
+        ok = ok and all(run.success for run in runs)
+    click.echo(f"{len(names)} symbols in {seconds:.1f} s")
     return ok
 
 
@@ -201,10 +208,16 @@ def materialize(symbol_opts: tuple[str, ...], asset: str) -> None:
         with _instance() as instance:
             add_symbols(url, instance, names)
     else:
+        from mltrading_assets.cli.runner import register_partitions
+
         with _connection(url) as conn:
             names = active_symbols(conn)
         if not names:
             raise click.UsageError("no active symbols: add some with `mltrading symbols add AAPL`")
+        # Symbols inserted into stock_info by hand are not partitions until the universe
+        # sensor runs; a run from the terminal must not wait for it.
+        with _instance() as instance:
+            register_partitions(instance, names)
     assets = ["market_data", "features"] if asset == "all" else [asset]
     if not run_assets(url, names, assets):
         raise SystemExit(1)

@@ -1,6 +1,9 @@
 """Launch batched, symbol-ranged runs from Python (CLI, tests, benchmark), through the real
 executor: each run's steps go through the multiprocess executor, exactly as in production."""
 
+import contextlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -57,6 +60,37 @@ def register_partitions(instance: dg.DagsterInstance, symbols: list[str]) -> lis
     return new
 
 
+def _ranges(
+    instance: dg.DagsterInstance, symbols: list[str], symbols_per_run: int
+) -> list[tuple[str, str]]:
+    ordered = instance.get_dynamic_partitions(symbol_partitions.name)
+    unknown = sorted(set(symbols) - set(ordered))
+    if unknown:
+        raise ValueError(f"not registered as partitions: {', '.join(unknown)}")
+    return contiguous_ranges(ordered, symbols, symbols_per_run)
+
+
+def _execute(
+    instance: dg.DagsterInstance,
+    asset: str,
+    first: str,
+    last: str,
+    tags: dict[str, str] | None,
+    run_config: dict | None,
+    log_level: str,
+) -> RunSummary:
+    with dg.execute_job(
+        dg.reconstructable(JOBS[asset]),
+        instance=instance,
+        tags={**range_tags(first, last), **(tags or {})},
+        run_config={
+            **(run_config or {}),
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+        },
+    ) as result:
+        return RunSummary(result.run_id, first, last, result.success)
+
+
 def materialize(
     instance: dg.DagsterInstance,
     asset: str,
@@ -71,24 +105,60 @@ def materialize(
 
     ``run_config`` replaces a resource's whole configuration (e.g. a pinned synthetic clock).
     """
-    ordered = instance.get_dynamic_partitions(symbol_partitions.name)
-    unknown = sorted(set(symbols) - set(ordered))
-    if unknown:
-        raise ValueError(f"not registered as partitions: {', '.join(unknown)}")
-    job = dg.reconstructable(JOBS[asset])
-    summaries = []
-    for first, last in contiguous_ranges(ordered, symbols, symbols_per_run):
-        with dg.execute_job(
-            job,
-            instance=instance,
-            tags={**range_tags(first, last), **(tags or {})},
-            run_config={
-                **(run_config or {}),
-                "loggers": {"console": {"config": {"log_level": log_level}}},
-            },
-        ) as result:
-            summaries.append(RunSummary(result.run_id, first, last, result.success))
-    return summaries
+    return [
+        _execute(instance, asset, first, last, tags, run_config, log_level)
+        for first, last in _ranges(instance, symbols, symbols_per_run)
+    ]
+
+
+def _execute_in_child(
+    asset: str,
+    first: str,
+    last: str,
+    run_config: dict | None,
+    log_level: str,
+) -> RunSummary:
+    with dg.DagsterInstance.get() as instance:
+        return _execute(instance, asset, first, last, None, run_config, log_level)
+
+
+def refresh(
+    instance: dg.DagsterInstance,
+    symbols: list[str],
+    symbols_per_run: int = SYMBOLS_PER_RUN,
+    run_config: dict | None = None,
+    log_level: str = "INFO",
+) -> dict[str, list[RunSummary]]:
+    """Bars, then features, for ``symbols``, the way the schedule and the sensor run them:
+    each range's features run starts as soon as its bars are in, alongside the next range's
+    bars (``dagster.yaml`` lets two runs go at once). A partly failed bars run is still
+    followed, for the symbols it did write.
+
+    Those overlapping features runs go to a second process: ``execute_job`` is not
+    thread-safe (two runs in one process deadlocked in Dagster's logging set-up).
+    """
+    ranges = _ranges(instance, symbols, symbols_per_run)
+    data: list[RunSummary] = []
+    overlapped = []
+    with contextlib.ExitStack() as stack:
+        for index, (first, last) in enumerate(ranges):
+            data.append(_execute(instance, "market_data", first, last, None, run_config, log_level))
+            if index == len(ranges) - 1:
+                break  # nothing left to overlap with: run it here, without a start-up
+            if not overlapped:
+                child = stack.enter_context(
+                    ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                )
+            overlapped.append(
+                child.submit(_execute_in_child, "features", first, last, run_config, log_level)
+            )
+        last_features = (
+            [_execute(instance, "features", *ranges[-1], None, run_config, log_level)]
+            if ranges
+            else []
+        )
+        features = [future.result() for future in overlapped] + last_features
+    return {"market_data": data, "features": features}
 
 
 def rebuild_all(

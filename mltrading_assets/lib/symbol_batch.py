@@ -17,7 +17,8 @@ from mltrading_assets.defs.resources import BarSourceResource, PostgresResource,
 from mltrading_assets.lib.batched_events import MaterializationBatches
 from mltrading_assets.sources import InvalidSymbolError, validate_symbol
 from mltrading_assets.workers.isolation import SymbolOutcome, run_isolated
-from mltrading_assets.workers.symbol_work import WorkSpec, init_worker
+from mltrading_assets.workers.slots import RequestSlots
+from mltrading_assets.workers.symbol_work import NO_BARS_KEY, WorkSpec, init_worker
 
 # Failures a retry can cure; bad input fails again, so it does not trigger a retry.
 RETRYABLE_KINDS = {"transient", "timeout", "crashed"}
@@ -74,7 +75,7 @@ def process_symbols(
     processing: ProcessingResource,
     *,
     full_refresh: bool = False,
-    max_workers: int | None = None,
+    workers: int | None = None,
 ) -> BatchResult:
     """Run ``task`` for every symbol in isolated workers; record each success as a
     materialization of ``asset_key``'s partition for that symbol."""
@@ -88,7 +89,8 @@ def process_symbols(
         charts=processing.charts,
         faults=processing.faults(),
     )
-    workers = min(processing.worker_count(), len(symbols), max_workers or len(symbols))
+    # One worker per core unless the caller knows better (a network-bound bar source).
+    workers = min(len(symbols), workers or processing.worker_count())
     context.log.info(
         f"{asset_key.to_user_string()}: {len(symbols)} symbols ({symbols[0]} … {symbols[-1]}) "
         f"from source {source.kind!r}, {workers} worker processes"
@@ -96,13 +98,19 @@ def process_symbols(
     )
     succeeded: list[str] = []
     failures: list[SymbolOutcome] = []
+    no_bars: list[str] = []
     rows = 0
     step = max(1, len(symbols) // 10)
+    source.preload()
+    # Requests in flight across this step's workers, whatever their number.
+    request_slots = (
+        RequestSlots.create(source.max_concurrent_requests) if source.is_network_bound else None
+    )
     outcomes = run_isolated(
         task,
         symbols,
         initializer=init_worker,
-        initargs=(spec,),
+        initargs=(spec, request_slots),
         workers=workers,
         timeout_seconds=processing.symbol_timeout_seconds,
         max_tasks=processing.max_symbols_per_worker,
@@ -113,6 +121,8 @@ def process_symbols(
         for done, outcome in enumerate(outcomes, start=1):
             if outcome.ok:
                 succeeded.append(outcome.symbol)
+                if NO_BARS_KEY in outcome.details:
+                    no_bars.append(outcome.symbol)
                 rows += int(outcome.details.get("rows_written", 0))
                 batches.add(
                     dg.AssetMaterialization(
@@ -133,6 +143,14 @@ def process_symbols(
     finally:
         # Symbols already written are recorded even if the step is being torn down.
         batches.flush()
+        if request_slots is not None:
+            request_slots.remove()
+    if no_bars:
+        context.log.warning(
+            f"{len(no_bars)} symbols: the source has no bars in their window (see each "
+            f"partition's {NO_BARS_KEY} metadata): {', '.join(no_bars[:20])}"
+            + (" …" if len(no_bars) > 20 else "")
+        )
     return BatchResult(succeeded=succeeded, failures=failures)
 
 
@@ -162,7 +180,7 @@ def materialize_partitions(
     database: PostgresResource,
     source: BarSourceResource,
     processing: ProcessingResource,
-    max_workers: int | None = None,
+    workers: int | None = None,
 ):
     """Asset body: process the run's symbol partitions, fail naming the ones that failed.
 
@@ -178,7 +196,7 @@ def materialize_partitions(
         database,
         source,
         processing,
-        max_workers=max_workers,
+        workers=workers,
     )
     raise_for_failures(result.failures, len(symbols))
     yield from ()

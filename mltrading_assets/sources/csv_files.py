@@ -39,6 +39,9 @@ class CsvSource(BarSource):
                 f"{symbol}: {path} is missing columns {missing}; expected "
                 "Datetime,Open,High,Low,Close,Adj Close,Volume"
             )
+        if raw.empty:
+            # A window with no bars is normal; a file with none at all is a mistake.
+            raise BadBarsError(f"{symbol}: {path} has no bars, only a header")
         stamps = raw["Datetime"].str.strip()
         naive = ~stamps.str.contains(_HAS_OFFSET)
         if naive.any():

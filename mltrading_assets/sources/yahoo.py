@@ -1,15 +1,45 @@
-"""Yahoo Finance through yfinance: hourly bars, normalized from whatever shape yfinance returns."""
+"""Yahoo Finance through yfinance's own HTTP client, with errors told apart by what happened.
 
+``yf.download`` never raises: it logs a per-ticker message and returns an empty frame, so
+"Yahoo is down" and "no such symbol" look alike except for their words, and it builds a new
+session (cookie and crumb requests) on every call. This module calls ``Ticker.history`` —
+what ``download`` runs per ticker — with yfinance's exceptions switched on, through one
+long-lived session per worker process that remembers the HTTP status of every chart
+response. The type of the exception and those statuses decide the outcome:
+
+| what happened | outcome |
+|---|---|
+| HTTP 429, ``YFRateLimitError`` | ``RateLimitedError`` (transient: retried) |
+| HTTP 5xx from the chart endpoint, whatever the body | ``YahooUnavailableError`` (transient) |
+| curl timeout or connection error | ``YahooUnavailableError`` (transient) |
+| HTTP 404 with Yahoo's "No data found, symbol may be delisted" | ``SymbolNotFoundError`` |
+| HTTP 200 with no rows in the window | an empty frame: a valid symbol with no new bars |
+| two workers writing yfinance's sqlite cookie cache at once | ``TransientSourceError`` |
+
+Transient errors are retried here with exponential backoff and jitter (tenacity), up to
+``attempts``; a symbol still failing then fails as transient, and the asset's RetryPolicy
+retries the step.
+"""
+
+import contextlib
 import logging
+import warnings
 from collections.abc import Callable
 
 import pandas as pd
+import tenacity
 
 from mltrading_assets.sources.base import BarSource
-from mltrading_assets.sources.errors import BadBarsError, SymbolNotFoundError, TransientSourceError
+from mltrading_assets.sources.errors import (
+    BadBarsError,
+    SourceError,
+    SymbolNotFoundError,
+    TransientSourceError,
+)
 
 # Yahoo serves 1h bars for the last 730 days only.
 MAX_HOURLY_HISTORY = pd.Timedelta(days=729)
+CHART_PATH = "/v8/finance/chart/"
 
 _YF_COLUMNS = {
     "Open": "open",
@@ -19,23 +49,16 @@ _YF_COLUMNS = {
     "Adj Close": "adj_close",
     "Volume": "volume",
 }
-# Words in yfinance's logged error that mean "could not ask", not "nothing there".
-_TRANSIENT_MARKERS = (
-    "rate limit",
-    "too many requests",
-    "timeout",
-    "timed out",
-    "dnserror",
-    "could not resolve",
-    "connection",
-    "curl:",
-    "ssl",
-    "502",
-    "503",
-    "504",
-)
 
 Downloader = Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame]
+
+
+class RateLimitedError(TransientSourceError):
+    """Yahoo answered 429 Too Many Requests."""
+
+
+class YahooUnavailableError(TransientSourceError):
+    """Yahoo answered 5xx, or did not answer in time, or could not be reached."""
 
 
 def normalize_yfinance_frame(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
@@ -46,6 +69,10 @@ def normalize_yfinance_frame(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
         if ticker_level is None:
             raise BadBarsError(f"{symbol}: yfinance returned columns for other tickers only")
         frame = frame.xs(symbol, axis=1, level=ticker_level)
+    if frame.empty:
+        return pd.DataFrame(
+            columns=list(_YF_COLUMNS.values()), index=pd.DatetimeIndex([], tz="UTC")
+        )
     missing = [c for c in _YF_COLUMNS if c not in frame.columns and c != "Adj Close"]
     if missing:
         raise BadBarsError(f"{symbol}: yfinance frame lacks columns {missing}")
@@ -60,54 +87,186 @@ def normalize_yfinance_frame(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
     return bars
 
 
-class _ErrorCapture(logging.Handler):
-    # yf.download never raises: it logs per-ticker failures and returns an empty frame.
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.messages: list[str] = []
+def _recording_session_class():
+    from curl_cffi import requests as curl_requests
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+    class RecordingSession(curl_requests.Session):
+        """yfinance's transport (curl_cffi impersonating Chrome, as ``yfinance.new_session``
+        builds it) that caps every request at ``timeout_s``, holds one of the run's request
+        ``slots`` while a request is in flight, and remembers the HTTP status of each chart
+        response, so failures are classified by status, not message text."""
+
+        def __init__(self, timeout_s: float, slots=None) -> None:
+            super().__init__(impersonate="chrome")
+            self.timeout_s = timeout_s
+            self.slots = slots if slots is not None else contextlib.nullcontext()
+            self.chart_statuses: list[int] = []
+
+        def request(self, method, url, *args, **kwargs):
+            # yfinance hard-codes 10 s for its time-zone probe and 30 s for cookie and
+            # crumb; one setting bounds them all.
+            asked = kwargs.get("timeout")
+            kwargs["timeout"] = min(asked, self.timeout_s) if asked else self.timeout_s
+            # Only the request itself holds a slot: parsing and writing happen outside,
+            # so the run keeps every slot busy while other workers do that CPU work.
+            with self.slots:
+                response = super().request(method, url, *args, **kwargs)
+            if CHART_PATH in str(url):
+                self.chart_statuses.append(response.status_code)
+            return response
+
+    return RecordingSession
 
 
-def yfinance_download(symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """One call to ``yf.download``; failures it only logs are raised as typed errors."""
-    import yfinance as yf
+class YFinanceClient:
+    """One per worker process: a session kept open (cookie and crumb fetched once), the
+    time-zone cache in ``cache_dir`` (yfinance's default folder when empty)."""
 
-    capture = _ErrorCapture()
-    logger = logging.getLogger("yfinance")
-    logger.addHandler(capture)
-    try:
-        frame = yf.download(
-            symbol,
-            start=start.to_pydatetime(),
-            end=end.to_pydatetime(),
-            interval="1h",
-            auto_adjust=False,
-            actions=False,
-            progress=False,
-            threads=False,
-            multi_level_index=True,
-        )
-    finally:
-        logger.removeHandler(capture)
-    if frame is None or frame.empty:
-        detail = " | ".join(m.strip() for m in capture.messages if m.strip())
-        if any(marker in detail.lower() for marker in _TRANSIENT_MARKERS):
-            raise TransientSourceError(f"{symbol}: Yahoo Finance could not be reached: {detail}")
-        raise SymbolNotFoundError(
-            f"{symbol}: Yahoo Finance has no hourly bars from {start} to {end}"
-            + (f": {detail}" if detail else " (unknown or delisted symbol?)")
-        )
-    return frame
+    def __init__(
+        self, request_timeout_s: float = 10.0, cache_dir: str = "", request_slots=None
+    ) -> None:
+        import yfinance as yf
+
+        # yfinance 1.7 calls pandas APIs that pandas 3 deprecates, once per symbol.
+        warnings.filterwarnings("ignore", message="The inplace keyword", module="yfinance")
+        if cache_dir:
+            yf.set_tz_cache_location(cache_dir)
+        # Raise instead of logging and returning an empty frame.
+        yf.config.debug.hide_exceptions = False
+        self.request_timeout_s = request_timeout_s
+        self.session = _recording_session_class()(request_timeout_s, request_slots)
+
+    def history(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        import peewee
+        import yfinance as yf
+        from curl_cffi.requests.exceptions import RequestException
+        from yfinance.data import YfData
+        from yfinance.exceptions import YFRateLimitError
+
+        self.session.chart_statuses.clear()
+        # yfinance keeps responses of its time-zone probe in an in-process LRU cache
+        # (YfData.cache_get, an internal), a failed one included: a retry would get the
+        # same 503 back without asking. Pinned by test_yahoo_retries_a_failed_time_zone_probe.
+        YfData.cache_get.cache_clear()
+        try:
+            frame = yf.Ticker(symbol, session=self.session).history(
+                start=start.to_pydatetime(),
+                end=end.to_pydatetime(),
+                interval="1h",
+                prepost=False,
+                auto_adjust=False,
+                actions=True,
+                repair=False,
+                timeout=self.request_timeout_s,
+            )
+        except YFRateLimitError:
+            raise RateLimitedError(
+                f"{symbol}: Yahoo Finance rate-limited the request (HTTP 429)"
+            ) from None
+        except Exception as exc:
+            error = self._classify(symbol, exc)
+            if error is not None:
+                raise error from None
+            if isinstance(exc, peewee.PeeweeException):
+                # yfinance's cookie cache (sqlite) deletes then inserts without a lock: two
+                # workers storing a fresh cookie at once collide. The next attempt reads it.
+                raise TransientSourceError(
+                    f"{symbol}: yfinance's cache was written by another worker at the same "
+                    f"moment ({type(exc).__name__}: {exc})"
+                ) from None
+            if isinstance(exc, RequestException):
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise YahooUnavailableError(
+                    f"{symbol}: no answer from Yahoo Finance ({type(exc).__name__}: {reason}; "
+                    f"request timeout {self.request_timeout_s:g} s)"
+                ) from None
+            raise
+        return frame
+
+    def _classify(self, symbol: str, exc: Exception) -> Exception | None:
+        """The outcome the chart endpoint's statuses give ``exc``; None when they say
+        nothing (no chart response, or a failure that is not about the answer)."""
+        from yfinance.exceptions import YFPricesMissingError
+
+        statuses = self.session.chart_statuses
+        if 429 in statuses:
+            return RateLimitedError(f"{symbol}: Yahoo Finance rate-limited the request (HTTP 429)")
+        server_errors = [s for s in statuses if s >= 500]
+        if server_errors:
+            return YahooUnavailableError(
+                f"{symbol}: Yahoo Finance answered HTTP {server_errors[-1]} (server error)"
+            )
+        reason = getattr(exc, "rationale", None) or str(exc)
+        if 404 in statuses:
+            return SymbolNotFoundError(
+                f"{symbol}: Yahoo Finance does not know this symbol (HTTP 404: {reason})"
+            )
+        client_errors = [s for s in statuses if s >= 400]
+        if client_errors:
+            return SourceError(
+                f"{symbol}: Yahoo Finance refused the request (HTTP {client_errors[-1]}: {reason})"
+            )
+        if statuses and statuses[-1] == 200 and isinstance(exc, YFPricesMissingError):
+            return _EmptyWindow()
+        return None
+
+
+class _EmptyWindow(Exception):
+    """Yahoo answered 200 for a known symbol, with no bars in the window."""
 
 
 class YahooSource(BarSource):
     name = "yahoo"
+    #: Fetching waits on the network: run up to max_concurrent_requests workers, not one
+    #: per core.
+    network_bound = True
 
-    def __init__(self, downloader: Downloader = yfinance_download) -> None:
+    @staticmethod
+    def preload() -> None:
+        """Import yfinance (~0.3 s) in the step process, so the workers forked from it do
+        not each import it again."""
+        import curl_cffi.requests  # noqa: F401
+        import yfinance  # noqa: F401
+
+    def __init__(
+        self,
+        downloader: Downloader | None = None,
+        *,
+        request_timeout_s: float = 10.0,
+        attempts: int = 4,
+        backoff_s: float = 1.0,
+        cache_dir: str = "",
+        request_slots=None,
+    ) -> None:
+        if downloader is None:
+            downloader = YFinanceClient(request_timeout_s, cache_dir, request_slots).history
         self._downloader = downloader
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
 
     def _download(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         start = max(start, end - MAX_HOURLY_HISTORY)
-        return normalize_yfinance_frame(self._downloader(symbol, start, end), symbol)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientSourceError),
+            wait=tenacity.wait_exponential_jitter(initial=self.backoff_s, jitter=self.backoff_s),
+            stop=tenacity.stop_after_attempt(self.attempts),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            frame = retrying(self._downloader, symbol, start, end)
+        except _EmptyWindow:
+            return normalize_yfinance_frame(pd.DataFrame(), symbol)
+        except TransientSourceError as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            raise type(exc)(f"{exc}; gave up after {attempts} attempt(s)") from None
+        return normalize_yfinance_frame(frame, symbol)
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    logging.getLogger(__name__).warning(
+        "%s; retrying in %.1f s (attempt %d)",
+        state.outcome.exception() if state.outcome else "failed",
+        state.next_action.sleep if state.next_action else 0,
+        state.attempt_number + 1,
+    )

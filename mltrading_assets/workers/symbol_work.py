@@ -28,6 +28,9 @@ from mltrading_assets.sources import (
 )
 from mltrading_assets.workers.isolation import SymbolTaskError
 
+# Metadata key of a bar step that found the symbol but no bars in its window.
+NO_BARS_KEY = "no_bars_in_window"
+
 
 @dataclass(frozen=True)
 class WorkSpec:
@@ -56,12 +59,14 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-def init_worker(spec: WorkSpec) -> None:
+def init_worker(spec: WorkSpec, request_slots: Any = None) -> None:
+    """Open this worker's connection and source. ``request_slots`` (``RequestSlots``,
+    shared by the step's workers) bound the requests a network source has in flight."""
     global _worker
     _worker = _Worker(
         spec=spec,
         engine=create_app_engine(spec.database_url, pool_size=1),
-        source=build_source(**spec.source),
+        source=build_source(**spec.source, request_slots=request_slots),
     )
 
 
@@ -133,7 +138,7 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
         bars = source.fetch(symbol, start, end)
         with conn.begin():
             counts = write_bars(conn, symbol, source.name, bars)
-    return {
+    details = {
         "source": source.name,
         "bars_fetched": len(bars),
         "rows_written": counts.written,
@@ -142,6 +147,13 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
         "incremental": last is not None,
         **_bar_span(bars.index),
     }
+    if bars.empty:
+        # Not an error (the source knows the symbol) and not a silent success either.
+        details[NO_BARS_KEY] = (
+            f"{source.name} has no bars for {symbol} from {start:%Y-%m-%d %H:%M} to "
+            f"{end:%Y-%m-%d %H:%M} UTC (no trading in that window?)"
+        )
+    return details
 
 
 def load_market_data(symbol: str) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from mltrading_assets.workers.symbol_work import load_market_data
     group_name="market",
     kinds={"postgres", "pandas"},
     owners=["team:mltrading"],
-    # One market_data step at a time across all runs (pool limit in dagster.yaml); with at
-    # most `max_concurrent_requests` workers each, Yahoo never sees more than 5 fetches.
+    # One market_data step at a time across all runs (pool limit in dagster.yaml), each with
+    # `max_concurrent_requests` single-request workers: Yahoo never sees more than 5 fetches.
     pool="market_data_source",
     retry_policy=dg.RetryPolicy(
         max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -42,5 +42,5 @@ def market_data(
         database,
         source,
         processing,
-        max_workers=source.max_concurrent_requests,
+        workers=source.fetch_workers(processing.worker_count()),
     )

@@ -50,7 +50,7 @@ def reload_market_data(
         source,
         processing,
         full_refresh=True,
-        max_workers=source.max_concurrent_requests,
+        workers=source.fetch_workers(processing.worker_count()),
     )
     return {"symbols": active, "succeeded": result.succeeded, "failures": result.failures}
 
