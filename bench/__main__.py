@@ -1,13 +1,16 @@
 """Benchmark: the real Dagster code path (Postgres storage, multiprocess executor, batched
-ranged runs) on synthetic bars, in a fresh database.
+ranged runs) on synthetic bars, and on Yahoo bars through yfinance, in a fresh database.
 
     python -m bench                      # 1,000 symbols, every scenario
     python -m bench --symbols 100 --baseline
     python -m bench --scenario incremental
+    python -m bench --scenario yahoo_refresh --yahoo-latency 0.3
 
 Prints a table and one machine-readable line per scenario:
 BENCH scenario=<name> symbols=<N> wall_s=<x> per_symbol_s=<y> rows_per_s=<z>
       peak_connections=<k> peak_rss_mb=<m>      (on one line)
+and, for yahoo_refresh, the floor N x latency / max_concurrent_requests, the ratio of the
+wall time to it, and the peak requests in flight the local Yahoo-compatible server saw.
 """
 
 import argparse
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
-SCENARIOS = ("full_load", "incremental", "features_100")
+SCENARIOS = ("full_load", "incremental", "features_100", "yahoo_refresh")
+MAX_CONCURRENT_REQUESTS = 5
 # Friday 14:00 New York: the full load ends with the 13:30 bar; each later hour adds one bar
 # (14:30 and 15:30), and Monday 10:00 adds Monday's first.
 BASE_CLOCK = pd.Timestamp("2026-11-20T19:00:00Z")
@@ -73,6 +77,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("MLTRADING_BENCH_DATABASE_URL", ""),
         help="PostgreSQL server to create the bench database on (default: embedded server)",
     )
+    parser.add_argument(
+        "--yahoo-latency",
+        type=float,
+        default=0.3,
+        help="yahoo_refresh: seconds the local Yahoo server takes per chart request",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument(
         "--no-charts",
@@ -115,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
     home = tempfile.mkdtemp(prefix="mltrading-bench-")
     shutil.copy(PROJECT_ROOT / "dagster.yaml", home)
+    yahoo = start_yahoo(args)
     # Before anything forks: step processes and workers inherit these.
     os.environ.update(MLTRADING_DATABASE_URL=url, DAGSTER_HOME=home, MLTRADING_SOURCE="synthetic")
+    if yahoo is not None:
+        os.environ.update(yahoo.env())
     try:
-        results = run(args, url, name)
+        results = run(args, url, name, yahoo, home)
     finally:
+        if yahoo is not None:
+            yahoo.stop()
         if not args.keep:
             admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
@@ -130,12 +145,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, url: str, database: str) -> list[Result]:
+def start_yahoo(args: argparse.Namespace):
+    """The local Yahoo-compatible server, with its clock inside the newest closed session."""
+    if args.scenario not in (None, "yahoo_refresh"):
+        return None
+    from mltrading_assets.trading_calendar import nyse_calendar
+    from mltrading_assets_tests.fake_yahoo import FakeYahoo
+
+    schedule = nyse_calendar().schedule
+    session = schedule[schedule["close"] < pd.Timestamp.now(tz="UTC")].iloc[-1]
+    # 13:40 New York: the refresh then adds the 14:30 bar.
+    return FakeYahoo(now=session["open"] + pd.Timedelta(hours=4, minutes=10)).start()
+
+
+def run(
+    args: argparse.Namespace, url: str, database: str, yahoo=None, home: str = ""
+) -> list[Result]:
     import dagster as dg
 
     from bench import baseline
     from bench.monitor import Monitor
     from mltrading_assets.cli.runner import materialize, register_partitions
+    from mltrading_assets.cli.runner import refresh as pipelined_refresh
     from mltrading_assets.db.engine import create_app_engine
     from mltrading_assets.db.migrate import apply_schema
     from mltrading_assets.db.symbols import add_symbols
@@ -160,6 +191,13 @@ def run(args: argparse.Namespace, url: str, database: str) -> list[Result]:
             failed = [r.run_id for r in runs if not r.success]
             if failed:
                 raise SystemExit(f"{asset} runs failed: {failed}")
+
+    def refresh_yahoo(names: list[str], config: dict) -> None:
+        # As the schedule and sensor run it: features of a range overlap the next bars.
+        runs = pipelined_refresh(instance, names, run_config=config, log_level="ERROR")
+        failed = [r.run_id for rs in runs.values() for r in rs if not r.success]
+        if failed:
+            raise SystemExit(f"yahoo refresh runs failed: {failed}")
 
     def measured(scenario: str, names: list[str], work) -> Result:
         before = rows_in("market_data") + rows_in("feature_engineered_data")
@@ -203,6 +241,11 @@ def run(args: argparse.Namespace, url: str, database: str) -> list[Result]:
                 )
             )
 
+        if "yahoo_refresh" in wanted and yahoo is not None:
+            results.append(
+                yahoo_refresh(args, yahoo, instance, engine, home, measured, refresh_yahoo)
+            )
+
     if args.baseline:
         names = [f"X{i:05d}" for i in range(min(args.baseline_symbols, args.symbols))]
         baseline.prepare(engine)
@@ -221,6 +264,45 @@ def run(args: argparse.Namespace, url: str, database: str) -> list[Result]:
         results.append(result)
     engine.dispose()
     return results
+
+
+def yahoo_refresh(args, yahoo, instance, engine, home: str, measured, refresh) -> Result:
+    """The hourly refresh (both assets) through yfinance against the local server, with a
+    service time per chart request: fetching should run at the request limit, not the
+    core count, so the wall time approaches N x latency / max_concurrent_requests."""
+    from mltrading_assets.cli.runner import register_partitions
+    from mltrading_assets.db.symbols import add_symbols
+
+    names = [f"Y{i:05d}" for i in range(args.symbols)]
+    with engine.begin() as conn:
+        add_symbols(conn, names)
+    register_partitions(instance, names)
+    source = {
+        "kind": "yahoo",
+        "history_days": 60,
+        "max_concurrent_requests": MAX_CONCURRENT_REQUESTS,
+        "yfinance_cache_dir": os.path.join(home, "yfinance-cache"),
+    }
+    config = {"resources": {"source": {"config": source}}}
+    if not CHARTS:
+        config["resources"]["processing"] = {"config": {"charts": False}}
+    # Their first load (60 days) is set-up, served without delay and not measured.
+    yahoo.latency_s = 0.0
+    refresh(names, config)
+    yahoo.now = yahoo.now + pd.Timedelta(hours=1)
+    yahoo.latency_s = args.yahoo_latency
+    yahoo.stats.peak_in_flight = 0
+    result = measured("yahoo_refresh", names, lambda: refresh(names, config))
+    floor = len(names) * args.yahoo_latency / MAX_CONCURRENT_REQUESTS
+    line = (
+        f"BENCH scenario=yahoo_refresh_floor symbols={len(names)} "
+        f"latency_s={args.yahoo_latency:.3f} max_concurrent_requests={MAX_CONCURRENT_REQUESTS} "
+        f"floor_s={floor:.2f} wall_s={result.wall_s:.2f} "
+        f"ratio={result.wall_s / floor if floor else float('nan'):.2f} "
+        f"peak_in_flight={yahoo.stats.peak_in_flight}"
+    )
+    print(line, flush=True)
+    return result
 
 
 def pure_incremental(url: str, symbols: list[str], as_of: str, measured) -> Result:
