@@ -4,6 +4,8 @@ through the multiprocess executor in symbol-ranged runs, rows checked in both ta
 import os
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 
 from mltrading_assets.cli.runner import materialize, register_partitions
@@ -200,3 +202,41 @@ def test_refresh_overlaps_features_of_a_range_with_the_next_bars(instance, db):
     pids = [orchestrated_by(r.run_id) for r in runs["features"]]
     assert pids[0] == pids[1] != os.getpid()
     assert pids[2] == os.getpid() == orchestrated_by(runs["market_data"][0].run_id)
+
+
+def test_extended_set_is_written_and_incremental_equals_a_full_recompute(instance, db):
+    from mltrading_assets.db.bars import read_bars
+    from mltrading_assets.features import columns_for, compute_features
+
+    def config(as_of: str) -> dict:
+        return {
+            "resources": {
+                "source": {"config": {"kind": "synthetic", "as_of": as_of}},
+                "processing": {"config": {"workers": 2, "feature_set": "extended"}},
+            }
+        }
+
+    register_partitions(instance, ["XT"])
+    for as_of in (AS_OF, "2026-11-23T18:00:00Z"):  # a full load, then 4 new bars
+        for asset in ("market_data", "features"):
+            [run] = materialize(instance, asset, ["XT"], run_config=config(as_of))
+            assert run.success, asset
+    with db.connect() as conn:
+        bars = read_bars(conn, "XT", "synthetic")
+        stored = pd.read_sql(
+            sa.text(
+                "SELECT * FROM feature_engineered_data WHERE symbol = 'XT' ORDER BY timestamp"
+            ),
+            conn,
+        ).set_index("timestamp")
+    assert len(stored) == len(bars) and set(stored["feature_set"]) == {"extended"}
+    full = compute_features(bars, feature_set="extended")
+    for column in columns_for("extended"):
+        np.testing.assert_allclose(
+            stored[column].to_numpy(dtype=float),
+            full[column].to_numpy(),
+            rtol=1e-9,
+            atol=1e-6,
+            equal_nan=True,
+            err_msg=column,
+        )

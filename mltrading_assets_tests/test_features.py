@@ -183,6 +183,24 @@ def test_incremental_window_equals_full_recompute():
         np.testing.assert_allclose(part.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-12)
 
 
+def test_extended_window_with_carried_running_totals_equals_full_recompute():
+    # obv is a running total: a 600-bar window alone restarts it; carrying its value at the
+    # window's first bar (what the worker reads back from the table) continues it.
+    bars = load_yahoo_csv("AAPL-daily.csv")
+    full = compute_features(bars, feature_set="extended")
+    window = bars.iloc[-607:]
+    alone = compute_features(window, feature_set="extended")
+    assert not np.allclose(alone["obv"].iloc[-7:], full["obv"].iloc[-7:])
+    carried = compute_features(
+        window,
+        feature_set="extended",
+        carry={"obv": float(full["obv"].loc[window.index[0]])},
+    )
+    np.testing.assert_allclose(
+        carried.iloc[-7:].to_numpy(), full.iloc[-7:].to_numpy(), rtol=1e-9, atol=1e-6
+    )
+
+
 def test_extended_set_adds_pandas_ta_columns():
     bars = load_yahoo_csv("AAPL-daily.csv")
     f = compute_features(bars, feature_set="extended")

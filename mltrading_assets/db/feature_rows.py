@@ -98,7 +98,10 @@ def write_features(
     # Whole blocks, not column by column: pandas' per-column access cost ~3 ms a symbol.
     bar_values = bars.loc[index, FEATURE_BAR_COLUMNS].to_numpy(dtype=np.float64)
     # Columns of the other feature set are NULL.
-    feature_values = features.reindex(columns=ALL_FEATURE_COLUMNS).to_numpy(dtype=np.float64)
+    # A copy: with every column present, pandas 3 hands back a read-only view.
+    feature_values = features.reindex(columns=ALL_FEATURE_COLUMNS).to_numpy(
+        dtype=np.float64, copy=True
+    )
     feature_values[np.isinf(feature_values)] = np.nan
     values = dict(zip(FEATURE_BAR_COLUMNS, bar_values.T, strict=True))
     values.update(zip(ALL_FEATURE_COLUMNS, feature_values.T, strict=True))
@@ -116,3 +119,20 @@ def write_features(
         values,
         only_changed=False,
     )
+
+
+def stored_values(
+    conn: sa.Connection, symbol: str, source: str, at: pd.Timestamp, columns: list[str]
+) -> dict[str, float]:
+    """The stored feature ``columns`` of one bar (NaN where NULL or the row is missing)."""
+    if not columns:
+        return {}
+    names = ", ".join(f"COALESCE({c}, 'NaN')" for c in columns if c in ALL_FEATURE_COLUMNS)
+    row = conn.execute(
+        sa.text(
+            f"SELECT {names} FROM public.feature_engineered_data "
+            'WHERE symbol = :symbol AND source = :source AND "timestamp" = :at'
+        ),
+        {"symbol": symbol, "source": source, "at": at.to_pydatetime()},
+    ).first()
+    return {c: float(row[i]) if row else float("nan") for i, c in enumerate(columns)}

@@ -16,7 +16,16 @@ def _session_vwap(bars: pd.DataFrame) -> pd.Series:
     return pv / volume.replace(0, np.nan)
 
 
-def extended_features(bars: pd.DataFrame) -> dict[str, np.ndarray]:
+# Running totals: their value at a bar depends on every bar before it, not on a lookback.
+CUMULATIVE_COLUMNS = ("obv",)
+
+
+def extended_features(
+    bars: pd.DataFrame, carry: dict[str, float] | None = None
+) -> dict[str, np.ndarray]:
+    """The extended columns. A running total (``CUMULATIVE_COLUMNS``) starts at the first
+    bar of ``bars``; ``carry`` gives its value there when ``bars`` is a window of a longer
+    history, so a window and the whole history give the same numbers."""
     high, low, close, volume = bars["high"], bars["low"], bars["close"], bars["volume"]
     stoch = ta.stoch(high, low, close, k=14, d=3, smooth_k=3)
     keltner = ta.kc(high, low, close, length=20)
@@ -37,4 +46,8 @@ def extended_features(bars: pd.DataFrame) -> dict[str, np.ndarray]:
         "donchian_high_20": donchian.iloc[:, 2],
         "zscore_close_20": ta.zscore(close, length=20),
     }
-    return {name: pd.Series(values).to_numpy(dtype=float) for name, values in columns.items()}
+    arrays = {name: pd.Series(values).to_numpy(dtype=float) for name, values in columns.items()}
+    for name, value in (carry or {}).items():
+        if name in CUMULATIVE_COLUMNS and len(arrays[name]) and np.isfinite(value):
+            arrays[name] = arrays[name] + (value - arrays[name][0])
+    return arrays

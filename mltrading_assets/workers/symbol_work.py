@@ -10,14 +10,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from mltrading_assets.charts import chart_markdown, feature_chart_png, latest_values_markdown
 from mltrading_assets.db.bars import first_bar_time, last_bar_time, read_bars, write_bars
 from mltrading_assets.db.engine import create_app_engine
-from mltrading_assets.db.feature_rows import first_dirty_bar, write_features
-from mltrading_assets.features import FEATURE_VERSION, LOOKBACK_BARS, compute_features
+from mltrading_assets.db.feature_rows import first_dirty_bar, stored_values, write_features
+from mltrading_assets.features import (
+    CUMULATIVE_COLUMNS,
+    FEATURE_VERSION,
+    LOOKBACK_BARS,
+    compute_features,
+)
 from mltrading_assets.sources import (
     BadBarsError,
     InvalidSymbolError,
@@ -184,7 +190,15 @@ def _compute(worker: _Worker, symbol: str) -> dict[str, Any]:
                 )
             return details
         bars = read_bars(conn, symbol, source_name, since=dirty, lookback=LOOKBACK_BARS)
-        computed = compute_features(bars, feature_set=feature_set)
+        carry = None
+        if feature_set == "extended" and len(bars) and bars.index[0] < dirty:
+            # Running totals continue from the stored value at the window's first bar; a
+            # row without one (written by the core set) means recomputing from the start.
+            carry = stored_values(conn, symbol, source_name, bars.index[0], CUMULATIVE_COLUMNS)
+            if any(np.isnan(value) for value in carry.values()):
+                bars = read_bars(conn, symbol, source_name)
+                carry = None
+        computed = compute_features(bars, feature_set=feature_set, carry=carry)
         features = computed.loc[computed.index >= dirty]
         counts = write_features(
             conn, symbol, source_name, bars, features, feature_set, FEATURE_VERSION
