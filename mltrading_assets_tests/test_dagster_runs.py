@@ -224,9 +224,7 @@ def test_extended_set_is_written_and_incremental_equals_a_full_recompute(instanc
     with db.connect() as conn:
         bars = read_bars(conn, "XT", "synthetic")
         stored = pd.read_sql(
-            sa.text(
-                "SELECT * FROM feature_engineered_data WHERE symbol = 'XT' ORDER BY timestamp"
-            ),
+            sa.text("SELECT * FROM feature_engineered_data WHERE symbol = 'XT' ORDER BY timestamp"),
             conn,
         ).set_index("timestamp")
     assert len(stored) == len(bars) and set(stored["feature_set"]) == {"extended"}
