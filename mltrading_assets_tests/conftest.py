@@ -18,7 +18,13 @@ from mltrading_assets.db.engine import create_app_engine
 from mltrading_assets.db.migrate import apply_schema
 
 FIXTURES = Path(__file__).parent / "fixtures"
-APP_TABLES = ["feature_engineered_data", "market_data", "stock_info", "system_logs"]
+APP_TABLES = [
+    "corporate_actions",
+    "feature_engineered_data",
+    "market_data",
+    "stock_info",
+    "system_logs",
+]
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -118,3 +124,25 @@ def table_count(engine: sa.Engine, table: str, **where) -> int:
         return conn.execute(
             sa.text(f"SELECT count(*) FROM public.{table} WHERE {clauses}"), where
         ).scalar_one()
+
+
+@pytest.fixture
+def yahoo(monkeypatch):
+    """The local Yahoo-compatible server, its clock 2 h after the newest closed session;
+    yfinance in processes forked from here talks to it."""
+    from mltrading_assets_tests.fake_yahoo import FakeYahoo
+    from mltrading_assets_tests.test_yahoo import after_close
+
+    server = FakeYahoo(now=after_close()).start()
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spec(database_url, tmp_path, db):
+    """What a worker needs to load 30 days of bars from the yahoo source."""
+    from mltrading_assets_tests.test_yahoo import yahoo_spec
+
+    return yahoo_spec(database_url, tmp_path)

@@ -52,6 +52,8 @@ class Split:
     ex_date: str  # the session the split takes effect (New York date)
     numerator: float
     denominator: float
+    # False: prices are back-adjusted but no split event is sent (Yahoo does this too).
+    announced: bool = True
 
 
 @dataclass
@@ -382,7 +384,7 @@ class FakeYahoo:
         events: dict = {}
         for split in self.splits.get(symbol, []):
             when = _session_open(split.ex_date)
-            if start <= when < end:
+            if split.announced and start <= when < end:
                 events.setdefault("splits", {})[str(int(when.timestamp()))] = {
                     "date": int(when.timestamp()),
                     "numerator": split.numerator,

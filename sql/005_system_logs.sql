@@ -14,3 +14,7 @@ CREATE TABLE IF NOT EXISTS public.system_logs (
 );
 
 CREATE INDEX IF NOT EXISTS system_logs_logged_at_idx ON public.system_logs (logged_at DESC);
+
+-- What a run did that a reader of the data must know, e.g. which symbols' histories were
+-- re-based after a split.
+ALTER TABLE public.system_logs ADD COLUMN IF NOT EXISTS notes TEXT;

@@ -6,7 +6,13 @@ import sqlalchemy as sa
 
 from mltrading_assets.db.engine import APP_SCHEMA, DAGSTER_SCHEMA, one_connection, redacted
 
-APP_TABLES = ("stock_info", "market_data", "feature_engineered_data", "system_logs")
+APP_TABLES = (
+    "stock_info",
+    "market_data",
+    "feature_engineered_data",
+    "corporate_actions",
+    "system_logs",
+)
 # A few of the tables dagster-postgres creates; enough to tell where its storage went.
 DAGSTER_TABLES = ("runs", "event_logs", "jobs", "instance_info")
 

@@ -18,6 +18,7 @@ def log_run(
     started_at: dt.datetime | None,
     ended_at: dt.datetime | None,
     error: str | None,
+    notes: str | None = None,
 ) -> bool:
     """Record a finished run once (a re-delivered sensor event writes nothing); True if new."""
     duration = (ended_at - started_at).total_seconds() if started_at and ended_at else None
@@ -32,6 +33,7 @@ def log_run(
             ended_at=ended_at,
             duration_s=duration,
             error=error[:4000] if error else None,
+            notes=notes[:4000] if notes else None,
         )
         .on_conflict_do_nothing(index_elements=["run_id"])
     )

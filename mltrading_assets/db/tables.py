@@ -72,4 +72,17 @@ system_logs = sa.Table(
     sa.Column("duration_s", sa.Float(53)),
     sa.Column("error", sa.Text),
     sa.Column("logged_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("notes", sa.Text),
+)
+
+
+corporate_actions = sa.Table(
+    "corporate_actions",
+    metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("ex_date", sa.Date, primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("first_seen", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )

@@ -4,8 +4,35 @@ from abc import ABC, abstractmethod
 
 import pandas as pd
 
+from mltrading_assets.sources.errors import BadBarsError
 from mltrading_assets.sources.symbols import validate_symbol
 from mltrading_assets.sources.validation import BAR_COLUMNS, validate_bars
+
+ACTION_COLUMNS = ["ex_date", "kind", "value"]
+NEW_YORK = "America/New_York"
+
+
+def no_actions() -> pd.DataFrame:
+    return pd.DataFrame(columns=ACTION_COLUMNS)
+
+
+def _actions(raw: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """Splits and dividends from optional ``split_ratio`` / ``dividends`` columns of the
+    bars (where yfinance and its CSV layout put them: 0 on bars without one)."""
+    rows = []
+    for column, kind in (("split_ratio", "split"), ("dividends", "dividend")):
+        if column not in raw.columns:
+            continue
+        values = pd.to_numeric(raw[column], errors="coerce").fillna(0.0)
+        if (values < 0).any():
+            first = raw.index[(values < 0).to_numpy()][0]
+            raise BadBarsError(f"{symbol}: negative {column} at {first}")
+        for when, value in values[values > 0].items():
+            if kind == "split" and value == 1.0:
+                continue
+            day = pd.Timestamp(when).tz_convert(NEW_YORK).date()
+            rows.append((day, kind, float(value)))
+    return pd.DataFrame(rows, columns=ACTION_COLUMNS).drop_duplicates(["ex_date", "kind"])
 
 
 class BarSource(ABC):
@@ -24,8 +51,23 @@ class BarSource(ABC):
         """The source's clock: bars starting before this are fetched."""
         return pd.Timestamp.now(tz="UTC")
 
+    #: How far back the source serves bars (None: all it has); a re-based history is
+    #: re-fetched over this window.
+    max_history: pd.Timedelta | None = None
+    #: Whether the source multiplies volume by a split's ratio along with dividing prices;
+    #: stored bars it no longer serves are adjusted the same way.
+    split_adjusts_volume: bool = True
+
     def fetch(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        """Validated bars with ``start <= bar start < end``.
+        """Validated bars with ``start <= bar start < end`` (see ``fetch_with_actions``)."""
+        return self.fetch_with_actions(symbol, start, end)[0]
+
+    def fetch_with_actions(
+        self, symbol: str, start: pd.Timestamp, end: pd.Timestamp
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Validated bars with ``start <= bar start < end``, and the splits and dividends the
+        source reported in that window (``ACTION_COLUMNS``: New York ex-date, kind, value:
+        the split ratio new/old shares, or the dividend per share).
 
         An empty frame means the source knows the symbol but has no bars in the window.
         Raises ``SymbolNotFoundError`` when the source does not know the symbol,
@@ -37,11 +79,12 @@ class BarSource(ABC):
         if raw.empty:
             empty = pd.DataFrame(columns=BAR_COLUMNS, index=pd.DatetimeIndex([], tz="UTC"))
             empty.index.name = "timestamp"
-            return empty.astype(float)
-        bars = validate_bars(raw, symbol)
+            return empty.astype(float), no_actions()
+        actions = _actions(raw, symbol)
+        bars = validate_bars(raw[BAR_COLUMNS], symbol)
         bars = bars.loc[(bars.index >= start) & (bars.index < end), BAR_COLUMNS]
         bars.index.name = "timestamp"
-        return bars
+        return bars, actions
 
     @abstractmethod
     def _download(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

@@ -3,8 +3,10 @@
     Datetime,Open,High,Low,Close,Adj Close,Volume
     2026-05-26 09:30:00-04:00,170.07,200.81,170.07,199.85,199.66,12000
 
-``Datetime`` must carry its UTC offset; ``Adj Close`` may be left out (then it equals Close);
-other columns (Dividends, Stock Splits) are ignored.
+``Datetime`` must carry its UTC offset; ``Adj Close`` may be left out (then it equals Close).
+Optional ``Stock Splits`` (ratio, e.g. 2 for 2:1) and ``Dividends`` (per share) columns, 0 on
+other bars, report corporate actions on the bar of their ex-date; prices are expected
+adjusted for splits, as Yahoo's are.
 """
 
 import re
@@ -16,6 +18,9 @@ from mltrading_assets.sources.base import BarSource
 from mltrading_assets.sources.errors import BadBarsError, SymbolNotFoundError
 
 _COLUMNS = {"Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"}
+# Optional, as yfinance writes them: the split ratio (new/old shares) and the dividend per
+# share on the bar of the ex-date, 0 elsewhere.
+_ACTION_COLUMNS = {"Stock Splits": "split_ratio", "Dividends": "dividends"}
 _HAS_OFFSET = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$")
 
 
@@ -49,7 +54,8 @@ class CsvSource(BarSource):
                 f"{symbol}: {path} has timestamps without a UTC offset "
                 f"(first: {stamps[naive].iloc[0]!r}); write them like 2026-05-26 09:30:00-04:00"
             )
-        bars = raw.rename(columns=_COLUMNS)
+        bars = raw.rename(columns={**_COLUMNS, **_ACTION_COLUMNS})
         bars["adj_close"] = raw["Adj Close"] if "Adj Close" in raw.columns else raw["Close"]
         bars.index = pd.DatetimeIndex(pd.to_datetime(stamps, utc=True, format="ISO8601"))
-        return bars[["open", "high", "low", "close", "adj_close", "volume"]]
+        actions = [c for c in _ACTION_COLUMNS.values() if c in bars.columns]
+        return bars[["open", "high", "low", "close", "adj_close", "volume", *actions]]

@@ -50,6 +50,9 @@ _YF_COLUMNS = {
     "Volume": "volume",
 }
 
+# Corporate actions yfinance puts on the bar of their ex-date (actions=True).
+_YF_ACTIONS = {"Stock Splits": "split_ratio", "Dividends": "dividends"}
+
 Downloader = Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame]
 
 
@@ -76,10 +79,11 @@ def normalize_yfinance_frame(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
     missing = [c for c in _YF_COLUMNS if c not in frame.columns and c != "Adj Close"]
     if missing:
         raise BadBarsError(f"{symbol}: yfinance frame lacks columns {missing}")
-    bars = frame.rename(columns=_YF_COLUMNS)
+    bars = frame.rename(columns={**_YF_COLUMNS, **_YF_ACTIONS})
     if "adj_close" not in bars.columns:
         bars["adj_close"] = bars["close"]
-    bars = bars[list(_YF_COLUMNS.values())]
+    actions = [c for c in _YF_ACTIONS.values() if c in bars.columns]
+    bars = bars[list(_YF_COLUMNS.values()) + actions]
     # yfinance pads hours without trades with all-NaN rows; they are not bars.
     bars = bars.dropna(how="all", subset=["open", "high", "low", "close"])
     if not isinstance(bars.index, pd.DatetimeIndex):
@@ -217,6 +221,10 @@ class _EmptyWindow(Exception):
 
 class YahooSource(BarSource):
     name = "yahoo"
+    max_history = MAX_HOURLY_HISTORY
+    # Yahoo back-adjusts intraday prices for splits but not volume (yfinance-cache corrects
+    # it: "Volume not split-adjusted"); older stored bars follow the same convention.
+    split_adjusts_volume = False
     #: Fetching waits on the network: run up to max_concurrent_requests workers, not one
     #: per core.
     network_bound = True

@@ -4,6 +4,7 @@ Each worker opens one database connection and builds its source once, in ``init_
 every symbol then runs in its own transaction, so a failure leaves nothing of it written.
 """
 
+import datetime as dt
 import os
 import signal
 import time
@@ -16,6 +17,14 @@ import sqlalchemy as sa
 
 from mltrading_assets.charts import chart_markdown, feature_chart_png, latest_values_markdown
 from mltrading_assets.db.bars import first_bar_time, last_bar_time, read_bars, write_bars
+from mltrading_assets.db.corporate_actions import (
+    adjust_closes,
+    basis_change,
+    dividends_since,
+    forget_features,
+    rebase_older_bars,
+    store_actions,
+)
 from mltrading_assets.db.engine import create_app_engine
 from mltrading_assets.db.feature_rows import first_dirty_bar, stored_values, write_features
 from mltrading_assets.features import (
@@ -36,6 +45,9 @@ from mltrading_assets.workers.isolation import SymbolTaskError
 
 # Metadata key of a bar step that found the symbol but no bars in its window.
 NO_BARS_KEY = "no_bars_in_window"
+# Metadata key of a bar step that moved the symbol's history to a new price basis.
+REBASED_KEY = "rebased"
+ONE_DAY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -130,20 +142,44 @@ def _bar_span(index: pd.DatetimeIndex) -> dict[str, Any]:
 def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
     spec, source = worker.spec, worker.source
     end = source.now()
+    rebase: tuple[float, str] | None = None
     # One checkout (and one pre-ping) per symbol; no transaction stays open while the
     # source is asked, which can take seconds.
     with worker.engine.connect() as conn:
         last = None if spec.full_refresh else last_bar_time(conn, symbol, source.name)
-        conn.rollback()
         if last is None:
             start = end - pd.Timedelta(days=spec.history_days)
         else:
             # Re-read a few days: the newest bar may have been in progress, and sources
             # revise.
             start = last - pd.Timedelta(days=spec.overlap_days)
-        bars = source.fetch(symbol, start, end)
+        conn.rollback()
+        bars, actions = source.fetch_with_actions(symbol, start, end)
+        if last is not None:
+            rebase = basis_change(conn, symbol, source.name, bars, actions, last)
+            conn.rollback()
+        if rebase is not None:
+            # The whole history moves to the source's new basis: re-fetch what it serves.
+            first = first_bar_time(conn, symbol, source.name)
+            served = end - source.max_history if source.max_history is not None else first
+            start = max(first, served)
+            conn.rollback()
+            bars, actions = source.fetch_with_actions(symbol, start, end)
         with conn.begin():
-            counts = write_bars(conn, symbol, source.name, bars)
+            older = 0
+            if rebase is not None:
+                older = rebase_older_bars(
+                    conn, symbol, source.name, start, rebase[0], source.split_adjusts_volume
+                )
+                forget_features(conn, symbol, source.name)
+            # adj_close is ours: close adjusted for the dividends paid after the bar.
+            counts = write_bars(conn, symbol, source.name, bars.assign(adj_close=bars["close"]))
+            new_actions = store_actions(conn, symbol, source.name, actions)
+            if len(bars) and (
+                rebase is not None
+                or dividends_since(conn, symbol, source.name, _ny_date(bars.index[0]) - ONE_DAY)
+            ):
+                adjust_closes(conn, symbol, source.name)
     details = {
         "source": source.name,
         "bars_fetched": len(bars),
@@ -153,6 +189,15 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
         "incremental": last is not None,
         **_bar_span(bars.index),
     }
+    if len(new_actions):
+        details["new_corporate_actions"] = ", ".join(
+            f"{r.kind} {r.value:g} on {r.ex_date}" for r in new_actions.itertuples(index=False)
+        )
+    if rebase is not None:
+        details[REBASED_KEY] = (
+            f"history re-based by 1/{rebase[0]:.6g}: {rebase[1]}; {len(bars)} bars re-fetched "
+            f"from {start:%Y-%m-%d}, {older} older bars adjusted; features recomputed"
+        )
     if bars.empty:
         # Not an error (the source knows the symbol) and not a silent success either.
         details[NO_BARS_KEY] = (
@@ -160,6 +205,10 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
             f"{end:%Y-%m-%d %H:%M} UTC (no trading in that window?)"
         )
     return details
+
+
+def _ny_date(moment: pd.Timestamp):
+    return moment.tz_convert("America/New_York").date()
 
 
 def load_market_data(symbol: str) -> dict[str, Any]:

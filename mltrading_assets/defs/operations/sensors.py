@@ -6,6 +6,7 @@ import dagster as dg
 
 from mltrading_assets.db.system_logs import log_run
 from mltrading_assets.defs.resources import PostgresResource
+from mltrading_assets.workers.symbol_work import REBASED_KEY
 
 
 def _partitions_label(run: dg.DagsterRun) -> str | None:
@@ -13,6 +14,28 @@ def _partitions_label(run: dg.DagsterRun) -> str | None:
     if first:
         return f"{first}..{run.tags['dagster/asset_partition_range_end']}"
     return run.tags.get("dagster/partition")
+
+
+def rebased_symbols(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Which symbols of the run had their history re-based (a split), and why."""
+    notes = []
+    cursor = None
+    while True:
+        page = instance.get_records_for_run(
+            run_id,
+            cursor=cursor,
+            of_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
+            limit=1000,
+        )
+        for record in page.records:
+            materialization = record.event_log_entry.asset_materialization
+            rebased = materialization.metadata.get(REBASED_KEY) if materialization else None
+            if rebased is not None:
+                notes.append(f"{materialization.partition}: {rebased.value}")
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return "rebased " + "; ".join(notes) if notes else None
 
 
 def record_finished_run(
@@ -23,6 +46,7 @@ def record_finished_run(
     error: str | None = None,
 ) -> bool:
     stats = instance.get_run_stats(run.run_id)
+    notes = rebased_symbols(instance, run.run_id)
 
     def when(timestamp: float | None) -> dt.datetime | None:
         return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else None
@@ -37,6 +61,7 @@ def record_finished_run(
             started_at=when(stats.start_time),
             ended_at=when(stats.end_time),
             error=error,
+            notes=notes,
         )
 
 
