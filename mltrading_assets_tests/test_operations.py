@@ -47,7 +47,7 @@ def test_checks_pass_on_good_data(instance, loaded):
     [run] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
     assert run.success
     results = evaluations(instance, run.run_id)
-    assert len(results) == 12  # six checks x two symbols
+    assert len(results) == 14  # seven checks x two symbols
     assert all(results.values()), results
 
 
@@ -66,7 +66,7 @@ def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
         )
         # nothing since Friday while the market is open on Monday
         run("DELETE FROM market_data WHERE symbol = 'BAD' AND timestamp >= '2026-11-23'")
-        # the same bar twice, a minute apart
+        # the same bar twice, a minute apart (the second is off the hourly grid)
         run(
             "INSERT INTO market_data (symbol, timestamp, source, open, high, low, close, volume) "
             "SELECT symbol, timestamp + interval '1 minute', source, open, high, low, close, "
@@ -84,6 +84,7 @@ def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
         "ohlc_sane",
         "no_duplicate_bars",
         "no_session_gaps",
+        "bars_on_grid",
         "fresh_during_market_hours",
         "feature_ranges",
         "rows_match_bars",

@@ -41,7 +41,9 @@ def recorded_hourly_ea() -> pd.DataFrame:
     )
     # Hours without trades come back from resample (and from Yahoo) as all-NaN rows.
     hourly.index.name = "Datetime"
-    return hourly
+    # The regular session only, as yfinance returns it with prepost=False (the file has
+    # pre-market bars, which are off the hourly grid and rejected).
+    return hourly.between_time("09:30", "15:30")
 
 
 def as_yf_download(frame: pd.DataFrame, ticker: str) -> pd.DataFrame:
@@ -212,3 +214,49 @@ def test_unknown_source_kind_is_a_clear_error():
         build_source("bloomberg")
     with pytest.raises(ValueError, match="needs csv_dir"):
         build_source("csv")
+
+
+def test_bars_off_the_exchange_hourly_grid_are_rejected_with_examples(tmp_path):
+    # A file written with a fixed -05:00 offset all year: summer bars land at 10:30-16:30
+    # New York, the last one after the close.
+    rows = "".join(
+        f"2026-07-14 {hour:02d}:30:00-05:00,10,11,9,10.5,10.5,100\n" for hour in range(9, 16)
+    )
+    source = write_csv(tmp_path, "SHIFT", "Datetime,Open,High,Low,Close,Adj Close,Volume\n" + rows)
+    with pytest.raises(BadBarsError, match=r"off the XNYS hourly grid .* 2026-07-14 20:30"):
+        source.fetch(
+            "SHIFT", pd.Timestamp("2026-07-01", tz=UTC), pd.Timestamp("2026-08-01", tz=UTC)
+        )
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-07-14 08:30:00-04:00",  # pre-market
+        "2026-07-14 10:00:00-04:00",  # on the hour, not on the 9:30 grid
+        "2026-11-27 13:30:00-05:00",  # after the 13:00 early close (day after Thanksgiving)
+        "2026-07-04 10:30:00-04:00",  # a holiday (Independence Day, observed 7/3 in 2026)
+    ],
+)
+def test_a_single_stray_bar_is_rejected(tmp_path, stamp):
+    text = "Datetime,Open,High,Low,Close,Volume\n2026-07-14 09:30:00-04:00,10,11,9,10.5,100\n"
+    text += f"{stamp},10,11,9,10.5,100\n"
+    source = write_csv(tmp_path, "STRAY", text)
+    with pytest.raises(BadBarsError, match="off the XNYS hourly grid"):
+        source.fetch(
+            "STRAY", pd.Timestamp("2026-07-01", tz=UTC), pd.Timestamp("2026-12-01", tz=UTC)
+        )
+
+
+def test_the_grid_follows_the_symbol_exchange_and_early_closes():
+    from mltrading_assets.trading_calendar import exchange_of, off_grid
+
+    assert exchange_of("AAPL") == "XNYS" and exchange_of("BRK-B") == "XNYS"
+    assert exchange_of("ASAI.L") == "XLON"
+    assert exchange_of("EURUSD=X") is None and exchange_of("BTC-USD") is None
+    early = pd.DatetimeIndex(
+        ["2026-11-27 09:30", "2026-11-27 12:30", "2026-11-27 13:30"], tz="America/New_York"
+    ).tz_convert(UTC)
+    assert off_grid(early, "XNYS").tolist() == [False, False, True]
+    london = pd.DatetimeIndex(["2024-10-22 08:00", "2024-10-22 08:30"], tz="Europe/London")
+    assert off_grid(london.tz_convert(UTC), "XLON").tolist() == [False, True]

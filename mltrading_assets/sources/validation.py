@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from mltrading_assets.sources.errors import BadBarsError
+from mltrading_assets.trading_calendar import exchange_of, off_grid
 
 BAR_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 PRICE_COLUMNS = ["open", "high", "low", "close"]
@@ -48,6 +49,15 @@ def validate_bars(bars: pd.DataFrame, symbol: str) -> pd.DataFrame:
     negative_volume = bars["volume"].to_numpy() < 0
     if negative_volume.any():
         problems.append(f"negative volume at {_examples(index, negative_volume)}")
+    exchange = exchange_of(symbol)
+    if exchange is not None:
+        stray = off_grid(index.tz_convert("UTC"), exchange)
+        if stray.any():
+            problems.append(
+                f"bars off the {exchange} hourly grid (a session's bars start at its open and "
+                "every hour after, e.g. 9:30, 10:30 … 15:30 New York; is the UTC offset "
+                f"right all year?) at {_examples(index, stray)}"
+            )
     if problems:
         raise BadBarsError(f"{symbol}: rejected {len(bars)} bars: " + "; ".join(problems))
     return bars.tz_convert("UTC")

@@ -2,18 +2,22 @@
 
 from mltrading_assets.trading_calendar.nyse import (
     NEW_YORK,
+    exchange_of,
     is_in_regular_session,
     market_hours_skip_reason,
     nyse_calendar,
+    off_grid,
     session_close,
     sessions_between,
 )
 
 __all__ = [
     "NEW_YORK",
+    "exchange_of",
     "is_in_regular_session",
     "market_hours_skip_reason",
     "nyse_calendar",
+    "off_grid",
     "session_close",
     "sessions_between",
 ]

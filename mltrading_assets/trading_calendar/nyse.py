@@ -1,4 +1,5 @@
-"""NYSE trading sessions from an exchange calendar (holidays and early closes included)."""
+"""Trading sessions from exchange calendars (holidays and early closes included): NYSE for
+the schedules, and each symbol's own exchange for the hourly bar grid."""
 
 from functools import lru_cache
 
@@ -66,3 +67,46 @@ def market_hours_skip_reason(tick: pd.Timestamp) -> str | None:
         closed_at = close.tz_convert(NEW_YORK)
         return f"{local:%H:%M} is after the {closed_at:%H:%M} NYSE close (early close)"
     return None
+
+
+# Yahoo's ticker suffixes for exchanges with one continuous session a day; no suffix is a US
+# listing (NYSE and Nasdaq share the XNYS schedule).
+_EXCHANGE_BY_SUFFIX = {
+    "L": "XLON", "TO": "XTSE", "DE": "XETR", "F": "XFRA", "PA": "XPAR", "AS": "XAMS",
+    "BR": "XBRU", "MI": "XMIL", "MC": "XMAD", "SW": "XSWX", "ST": "XSTO", "OL": "XOSL",
+    "CO": "XCSE", "HE": "XHEL", "IR": "XDUB", "LS": "XLIS", "VI": "XWBO", "AX": "XASX",
+    "NZ": "XNZE", "SA": "BVMF", "MX": "XMEX", "JO": "XJSE",
+}  # fmt: skip
+
+
+def exchange_of(symbol: str) -> str | None:
+    """The exchange calendar whose hourly grid ``symbol``'s bars follow; None when the
+    grid is not known (currencies, futures, crypto, unknown suffixes)."""
+    if "=" in symbol or symbol.endswith("-USD"):
+        return None
+    if "." in symbol:
+        return _EXCHANGE_BY_SUFFIX.get(symbol.rsplit(".", 1)[1])
+    return "XNYS"
+
+
+@lru_cache(maxsize=16)
+def _edges(exchange: str) -> tuple[np.ndarray, np.ndarray]:
+    if exchange == "XNYS":
+        return _session_edges()
+    schedule = xcals.get_calendar(exchange).schedule
+    opens = pd.DatetimeIndex(schedule["open"]).as_unit("ns").asi8
+    closes = pd.DatetimeIndex(schedule["close"]).as_unit("ns").asi8
+    return opens, closes
+
+
+def off_grid(timestamps: pd.DatetimeIndex, exchange: str) -> np.ndarray:
+    """True where a bar does not start on the exchange's hourly grid: the session's open and
+    every whole hour after it, before the close (9:30 … 15:30 New York on NYSE; 12:30 is the
+    last on an early close). Bars outside every session are off it too."""
+    opens, closes = _edges(exchange)
+    stamps = timestamps.as_unit("ns").asi8
+    latest = np.searchsorted(opens, stamps, side="right") - 1
+    session = np.maximum(latest, 0)
+    inside = (latest >= 0) & (stamps < closes[session])
+    hour = np.int64(3_600_000_000_000)
+    return ~inside | ((stamps - opens[session]) % hour != 0)

@@ -1,7 +1,9 @@
 """Checks of the stored bars, one evaluation per symbol partition."""
 
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mltrading_assets.defs.market_data.assets import market_data
@@ -12,9 +14,16 @@ from mltrading_assets.lib.symbol_checks import (
     Results,
     by_symbol,
     per_symbol,
+    query,
     symbol_check,
 )
-from mltrading_assets.trading_calendar import NEW_YORK, is_in_regular_session, sessions_between
+from mltrading_assets.trading_calendar import (
+    NEW_YORK,
+    exchange_of,
+    is_in_regular_session,
+    nyse_calendar,
+    sessions_between,
+)
 
 
 def ohlc_problems(
@@ -90,6 +99,66 @@ def freshness_problems(
     return per_symbol(symbols, frame, judge)
 
 
+_OFF_GRID = """
+    WITH sessions AS (
+        SELECT unnest(CAST(:days AS date[])) AS day,
+               unnest(CAST(:opens AS time[])) AS opens,
+               unnest(CAST(:last_starts AS time[])) AS last_start
+    ),
+    bars AS (
+        SELECT symbol, "timestamp", ("timestamp" AT TIME ZONE 'America/New_York') AS local
+        FROM public.market_data WHERE symbol = ANY(:symbols) AND source = :source
+    ),
+    judged AS (
+        SELECT b.symbol, b."timestamp",
+               s.day IS NULL OR b.local::time < s.opens OR b.local::time > s.last_start
+               OR extract(epoch FROM b.local::time - s.opens)::bigint % 3600 <> 0 AS off
+        FROM bars AS b LEFT JOIN sessions AS s ON s.day = b.local::date
+    )
+    SELECT symbol, count(*) FILTER (WHERE off) AS off_grid,
+           (array_agg("timestamp" ORDER BY "timestamp") FILTER (WHERE off))[1:3] AS examples
+    FROM judged GROUP BY symbol
+"""
+
+
+@lru_cache(maxsize=1)
+def _nyse_grid() -> dict[str, list]:
+    """Every NYSE session's date, open and last bar start (New York wall time)."""
+    schedule = nyse_calendar().schedule
+    opens = pd.DatetimeIndex(schedule["open"]).tz_convert(NEW_YORK)
+    closes = pd.DatetimeIndex(schedule["close"]).tz_convert(NEW_YORK)
+    hours = np.ceil((closes - opens) / pd.Timedelta(hours=1)).astype(int) - 1
+    last_starts = opens + pd.to_timedelta(hours, unit="h")
+    return {
+        "days": [d.date() for d in schedule.index],
+        "opens": [t.time() for t in opens],
+        "last_starts": [t.time() for t in last_starts],
+    }
+
+
+def off_grid_problems(
+    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
+) -> Results:
+    nyse = [s for s in symbols if exchange_of(s) == "XNYS"]
+    frame = query(database, _OFF_GRID, symbols=nyse, source=source, **_nyse_grid())
+
+    def judge(row) -> tuple[bool, dict[str, Any]]:
+        metadata: dict[str, Any] = {"off_grid_bars": int(row.off_grid)}
+        if row.off_grid:
+            metadata["examples"] = ", ".join(
+                f"{pd.Timestamp(t).tz_convert(NEW_YORK):%Y-%m-%d %H:%M} New York"
+                for t in row.examples
+            )
+        return row.off_grid == 0, metadata
+
+    results = per_symbol(nyse, frame, judge)
+    for symbol in symbols:
+        if symbol not in results:
+            # Other exchanges' bars are checked against their grid when they are loaded.
+            results[symbol] = (True, {"checked": f"not an NYSE symbol ({exchange_of(symbol)})"})
+    return results
+
+
 market_data_checks = [
     symbol_check(
         market_data,
@@ -111,6 +180,14 @@ market_data_checks = [
         ERROR,
         gap_problems,
         "Every NYSE session inside the history has bars.",
+    ),
+    symbol_check(
+        market_data,
+        "bars_on_grid",
+        ERROR,
+        off_grid_problems,
+        "Every bar starts on the NYSE hourly grid of its session: 9:30, 10:30 … 15:30 New "
+        "York (12:30 last on an early close), never on a holiday.",
     ),
     symbol_check(
         market_data,
