@@ -16,3 +16,7 @@ CREATE TABLE IF NOT EXISTS public.market_data (
 );
 
 CREATE INDEX IF NOT EXISTS market_data_time_idx ON public.market_data ("timestamp");
+
+-- The bar's session had not reached the bar's end when it was fetched: its values are
+-- partial and are rewritten once it completes.
+ALTER TABLE public.market_data ADD COLUMN IF NOT EXISTS in_progress BOOLEAN NOT NULL DEFAULT false;

@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -34,15 +35,19 @@ def first_bar_time(conn: sa.Connection, symbol: str, source: str) -> pd.Timestam
     return _bar_time(conn, symbol, source, "min")
 
 
-def write_bars(conn: sa.Connection, symbol: str, source: str, bars: pd.DataFrame) -> UpsertCounts:
-    """Upsert validated bars (UTC bar-start index, ``BAR_VALUE_COLUMNS``)."""
-    return copy_upsert(
-        conn,
-        market_data,
-        {"symbol": symbol, "source": source},
-        bars.index,
-        {name: bars[name].to_numpy(dtype=float) for name in BAR_VALUE_COLUMNS},
-    )
+def write_bars(
+    conn: sa.Connection,
+    symbol: str,
+    source: str,
+    bars: pd.DataFrame,
+    in_progress: np.ndarray | None = None,
+) -> UpsertCounts:
+    """Upsert validated bars (UTC bar-start index, ``BAR_VALUE_COLUMNS``); ``in_progress``
+    marks bars that had not ended when fetched (none when omitted)."""
+    values = {name: bars[name].to_numpy(dtype=float) for name in BAR_VALUE_COLUMNS}
+    flags = np.zeros(len(bars)) if in_progress is None else np.asarray(in_progress, dtype=float)
+    values["in_progress"] = flags
+    return copy_upsert(conn, market_data, {"symbol": symbol, "source": source}, bars.index, values)
 
 
 def _read_statement(since: bool, lookback: bool) -> str:

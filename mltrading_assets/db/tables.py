@@ -42,6 +42,8 @@ market_data = sa.Table(
     *_key_columns(),
     *[sa.Column(name, sa.Float(53)) for name in BAR_VALUE_COLUMNS],
     *_audit_columns(),
+    # Added after the first release: ALTER TABLE puts it last.
+    sa.Column("in_progress", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 FEATURE_BAR_COLUMNS = ["open", "high", "low", "close", "volume"]

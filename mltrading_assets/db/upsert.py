@@ -52,6 +52,9 @@ def _statement(
 
     def read(name: str) -> sa.ColumnElement:
         value = sa.func.nullif(staged.c[name], sa.literal_column("'NaN'::float8"))
+        if isinstance(table.c[name].type, sa.Boolean):
+            # Staged as 0.0/1.0: float8 has no cast to boolean, integer has.
+            value = sa.cast(value, sa.Integer)
         return sa.cast(value, table.c[name].type)
 
     selected = [

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from mltrading_assets.sources.base import BarSource
-from mltrading_assets.trading_calendar import sessions_between
+from mltrading_assets.trading_calendar import bar_ends, sessions_between
 
 # Every series starts here, so a bar's values never depend on the window asked for.
 EPOCH = pd.Timestamp("2020-01-02", tz="UTC")
@@ -87,6 +87,16 @@ class SyntheticSource(BarSource):
         high = np.maximum(open_, close) * (1 + wiggle[0])
         low = np.minimum(open_, close) * (1 - wiggle[1])
         volume = np.round(base_volume * _INTRADAY_VOLUME[slot] * volume_noise)
+        # The bar the clock is in has traded only part of its hour: partial, like Yahoo's.
+        now = self.now()
+        k = int(np.searchsorted(starts.asi8, now.value, side="right")) - 1
+        if k >= 0 and now < bar_ends(starts[k : k + 1], "XNYS")[0]:
+            done = (now - starts[k]) / (bar_ends(starts[k : k + 1], "XNYS")[0] - starts[k])
+            top, bottom = high[k], low[k]
+            close[k] = open_[k] + (close[k] - open_[k]) * done
+            high[k] = max(open_[k], close[k]) + (top - max(open_[k], close[k])) * done
+            low[k] = min(open_[k], close[k]) - (min(open_[k], close[k]) - bottom) * done
+            volume[k] = np.round(volume[k] * done)
         wanted = (starts >= start) & (starts < end)
         return pd.DataFrame(
             {

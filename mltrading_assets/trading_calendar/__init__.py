@@ -2,6 +2,7 @@
 
 from mltrading_assets.trading_calendar.nyse import (
     NEW_YORK,
+    bar_ends,
     exchange_of,
     is_in_regular_session,
     market_hours_skip_reason,
@@ -13,6 +14,7 @@ from mltrading_assets.trading_calendar.nyse import (
 
 __all__ = [
     "NEW_YORK",
+    "bar_ends",
     "exchange_of",
     "is_in_regular_session",
     "market_hours_skip_reason",

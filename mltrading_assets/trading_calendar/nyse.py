@@ -110,3 +110,16 @@ def off_grid(timestamps: pd.DatetimeIndex, exchange: str) -> np.ndarray:
     inside = (latest >= 0) & (stamps < closes[session])
     hour = np.int64(3_600_000_000_000)
     return ~inside | ((stamps - opens[session]) % hour != 0)
+
+
+def bar_ends(timestamps: pd.DatetimeIndex, exchange: str | None) -> pd.DatetimeIndex:
+    """When each hourly bar ends: an hour after it starts, or at its session's close if
+    that is sooner (15:30-16:00, 12:30-13:00 on an early close)."""
+    hour_later = timestamps + pd.Timedelta(hours=1)
+    if exchange is None or len(timestamps) == 0:
+        return hour_later
+    opens, closes = _edges(exchange)
+    stamps = timestamps.as_unit("ns").asi8
+    session = np.maximum(np.searchsorted(opens, stamps, side="right") - 1, 0)
+    ends = np.minimum(hour_later.as_unit("ns").asi8, closes[session])
+    return pd.DatetimeIndex(ends, tz="UTC")

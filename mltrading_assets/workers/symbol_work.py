@@ -41,6 +41,7 @@ from mltrading_assets.sources import (
     TransientSourceError,
     build_source,
 )
+from mltrading_assets.trading_calendar import bar_ends, exchange_of
 from mltrading_assets.workers.isolation import SymbolTaskError
 
 # Metadata key of a bar step that found the symbol but no bars in its window.
@@ -165,6 +166,7 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
             start = max(first, served)
             conn.rollback()
             bars, actions = source.fetch_with_actions(symbol, start, end)
+        ends = bar_ends(bars.index, exchange_of(symbol))
         with conn.begin():
             older = 0
             if rebase is not None:
@@ -173,7 +175,13 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
                 )
                 forget_features(conn, symbol, source.name)
             # adj_close is ours: close adjusted for the dividends paid after the bar.
-            counts = write_bars(conn, symbol, source.name, bars.assign(adj_close=bars["close"]))
+            counts = write_bars(
+                conn,
+                symbol,
+                source.name,
+                bars.assign(adj_close=bars["close"]),
+                in_progress=ends > end,
+            )
             new_actions = store_actions(conn, symbol, source.name, actions)
             if len(bars) and (
                 rebase is not None
@@ -192,6 +200,11 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
     if len(new_actions):
         details["new_corporate_actions"] = ", ".join(
             f"{r.kind} {r.value:g} on {r.ex_date}" for r in new_actions.itertuples(index=False)
+        )
+    if len(bars) and ends[-1] > end:
+        details["in_progress_bar"] = (
+            f"{bars.index[-1].tz_convert('America/New_York'):%Y-%m-%d %H:%M} New York, partial "
+            f"until {ends[-1].tz_convert('America/New_York'):%H:%M}: rewritten when complete"
         )
     if rebase is not None:
         details[REBASED_KEY] = (

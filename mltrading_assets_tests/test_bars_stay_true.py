@@ -1,4 +1,4 @@
-"""Bars that stay true across corporate actions: after a split (reported, or a silent
+"""Bars that stay true. Across corporate actions: after a split (reported, or a silent
 back-adjustment) the stored history and its features equal what a full reload from the
 source gives; dividends land in ``corporate_actions`` and in ``adj_close``. Through yfinance
 against the local Yahoo-compatible server, and through CSV files."""
@@ -247,3 +247,42 @@ def test_a_rebased_history_is_named_in_the_run_metadata_and_system_logs(
             sa.text("SELECT notes FROM system_logs WHERE run_id = :r"), {"r": run.run_id}
         ).scalar_one()
     assert notes.startswith("rebased SPLT: history re-based by 1/2")
+
+
+def test_the_bar_in_progress_is_marked_and_its_features_follow_it_to_completion(db, database_url):
+    def synthetic(as_of: str) -> WorkSpec:
+        return WorkSpec(
+            database_url=database_url,
+            source={"kind": "synthetic", "as_of": as_of},
+            history_days=40,
+        )
+
+    # 12:10 New York on a Friday: the 11:30 bar has traded 40 of its 60 minutes.
+    partial = synthetic("2026-11-20T17:10:00Z")
+    outcome = load(partial, ["PROG"])["PROG"]
+    assert "2026-11-20 11:30 New York, partial until 12:30" in outcome.details["in_progress_bar"]
+    assert compute(partial, ["PROG"])["PROG"].ok
+    with db.connect() as conn:
+        flags = pd.read_sql(
+            sa.text(
+                "SELECT \"timestamp\", in_progress, volume FROM market_data WHERE symbol = 'PROG' "
+                'ORDER BY "timestamp" DESC LIMIT 2'
+            ),
+            conn,
+        )
+    assert flags["in_progress"].tolist() == [True, False]
+    partial_volume = flags["volume"].iloc[0]
+
+    done = synthetic("2026-11-20T21:00:00Z")  # after the close
+    assert "in_progress_bar" not in load(done, ["PROG"])["PROG"].details
+    assert compute(done, ["PROG"])["PROG"].ok
+    with db.connect() as conn:
+        bar = conn.execute(
+            sa.text(
+                "SELECT in_progress, volume FROM market_data WHERE symbol = 'PROG' "
+                "AND \"timestamp\" = '2026-11-20 16:30+00'"
+            )
+        ).one()
+    assert bar.in_progress is False and bar.volume > partial_volume
+    # Its features were recomputed from the completed bar, as a full recompute gives them.
+    assert_features_equal_a_full_recompute(db, "PROG", "synthetic")
