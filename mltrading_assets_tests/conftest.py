@@ -21,6 +21,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 APP_TABLES = [
     "corporate_actions",
     "feature_engineered_data",
+    "known_gaps",
     "market_data",
     "stock_info",
     "system_logs",

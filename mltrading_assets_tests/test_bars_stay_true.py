@@ -286,3 +286,25 @@ def test_the_bar_in_progress_is_marked_and_its_features_follow_it_to_completion(
     assert bar.in_progress is False and bar.volume > partial_volume
     # Its features were recomputed from the completed bar, as a full recompute gives them.
     assert_features_equal_a_full_recompute(db, "PROG", "synthetic")
+
+
+def test_hours_left_out_are_fetched_again_then_remembered_as_known(yahoo, spec, db):
+    served = yahoo.bars("AAPL")
+    dropped = set(served.index[-60:-58])  # two hours about nine sessions back
+    yahoo.dropped["AAPL"] = dropped
+    yahoo.dropped["MSFT"] = set(yahoo.bars("MSFT").index[-60:-58])
+    assert load(spec, ["AAPL", "MSFT"])["AAPL"].ok
+    assert not dropped & set(stored(db, "AAPL").index)
+
+    # Yahoo supplies AAPL's hours later; MSFT's never come.
+    del yahoo.dropped["AAPL"]
+    outcomes = load(spec, ["AAPL", "MSFT"])
+
+    assert outcomes["AAPL"].details["gaps_filled"] == 2
+    assert dropped <= set(stored(db, "AAPL").index)
+    assert outcomes["MSFT"].details["gaps_filled"] == 0
+    assert "known_gaps_added" in outcomes["MSFT"].details
+    assert table_count(db, "known_gaps", symbol="MSFT") == 2
+    # Known now: the next refresh asks for its overlap only.
+    again = load(spec, ["MSFT"])["MSFT"]
+    assert "gaps_filled" not in again.details

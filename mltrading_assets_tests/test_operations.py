@@ -47,7 +47,7 @@ def test_checks_pass_on_good_data(instance, loaded):
     [run] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
     assert run.success
     results = evaluations(instance, run.run_id)
-    assert len(results) == 14  # seven checks x two symbols
+    assert len(results) == 16  # eight checks x two symbols
     assert all(results.values()), results
 
 
@@ -84,6 +84,7 @@ def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
         "ohlc_sane",
         "no_duplicate_bars",
         "no_session_gaps",
+        "no_missing_bars",
         "bars_on_grid",
         "fresh_during_market_hours",
         "feature_ranges",

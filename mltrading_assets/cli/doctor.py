@@ -11,6 +11,7 @@ APP_TABLES = (
     "market_data",
     "feature_engineered_data",
     "corporate_actions",
+    "known_gaps",
     "system_logs",
 )
 # A few of the tables dagster-postgres creates; enough to tell where its storage went.

@@ -88,3 +88,13 @@ corporate_actions = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("first_seen", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
+
+
+known_gaps = sa.Table(
+    "known_gaps",
+    metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("timestamp", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("first_seen", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)

@@ -6,8 +6,6 @@ ERROR means corrupt data; WARN means stale data. The checks of each asset live i
 domain folder (``defs/market_data/checks.py``, ``defs/features/checks.py``).
 """
 
-from typing import Any
-
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
@@ -16,7 +14,8 @@ from mltrading_assets.defs.resources import BarSourceResource, PostgresResource
 from mltrading_assets.defs.symbols.partitions import symbol_partitions
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
-Results = dict[str, tuple[bool, dict[str, Any]]]
+# Per symbol: passed, metadata, and optionally a severity of its own (else the check's).
+Results = dict[str, tuple]
 
 
 def query(database: PostgresResource, sql: str, **params) -> pd.DataFrame:
@@ -32,18 +31,18 @@ def _report(
     severity: dg.AssetCheckSeverity,
     results: Results,
 ) -> dg.AssetCheckResult:
-    for symbol, (passed, metadata) in results.items():
+    for symbol, (passed, metadata, *own_severity) in results.items():
         context.op_execution_context.log_event(
             dg.AssetCheckEvaluation(
                 asset_key=asset.key,
                 check_name=name,
                 passed=passed,
                 partition=symbol,
-                severity=severity,
+                severity=own_severity[0] if own_severity else severity,
                 metadata=metadata,
             )
         )
-    failed = sorted(s for s, (passed, _) in results.items() if not passed)
+    failed = sorted(s for s, (passed, *_) in results.items() if not passed)
     return dg.AssetCheckResult(
         passed=not failed,
         severity=severity,

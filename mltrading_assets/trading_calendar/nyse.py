@@ -123,3 +123,23 @@ def bar_ends(timestamps: pd.DatetimeIndex, exchange: str | None) -> pd.DatetimeI
     session = np.maximum(np.searchsorted(opens, stamps, side="right") - 1, 0)
     ends = np.minimum(hour_later.as_unit("ns").asi8, closes[session])
     return pd.DatetimeIndex(ends, tz="UTC")
+
+
+@lru_cache(maxsize=16)
+def _grid(exchange: str) -> np.ndarray:
+    """Every hourly bar start (UTC ns) of every session of ``exchange``."""
+    opens, closes = _edges(exchange)
+    hour = np.int64(3_600_000_000_000)
+    per_session = (closes - opens + hour - 1) // hour
+    offsets = np.arange(per_session.sum()) - np.repeat(
+        np.cumsum(per_session) - per_session, per_session
+    )
+    return np.repeat(opens, per_session) + offsets * hour
+
+
+def grid_starts(exchange: str, first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
+    """The bar starts of ``exchange``'s sessions from ``first`` to ``last`` inclusive."""
+    grid = _grid(exchange)
+    lo = np.searchsorted(grid, first.value, side="left")
+    hi = np.searchsorted(grid, last.value, side="right")
+    return pd.DatetimeIndex(grid[lo:hi], tz="UTC")

@@ -27,6 +27,7 @@ from mltrading_assets.db.corporate_actions import (
 )
 from mltrading_assets.db.engine import create_app_engine
 from mltrading_assets.db.feature_rows import first_dirty_bar, stored_values, write_features
+from mltrading_assets.db.gaps import missing_hours, remember_gaps
 from mltrading_assets.features import (
     CUMULATIVE_COLUMNS,
     FEATURE_VERSION,
@@ -41,7 +42,7 @@ from mltrading_assets.sources import (
     TransientSourceError,
     build_source,
 )
-from mltrading_assets.trading_calendar import bar_ends, exchange_of
+from mltrading_assets.trading_calendar import bar_ends, exchange_of, grid_starts
 from mltrading_assets.workers.isolation import SymbolTaskError
 
 # Metadata key of a bar step that found the symbol but no bars in its window.
@@ -49,6 +50,7 @@ NO_BARS_KEY = "no_bars_in_window"
 # Metadata key of a bar step that moved the symbol's history to a new price basis.
 REBASED_KEY = "rebased"
 ONE_DAY = dt.timedelta(days=1)
+EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,21 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
             # Re-read a few days: the newest bar may have been in progress, and sources
             # revise.
             start = last - pd.Timedelta(days=spec.overlap_days)
+        exchange = exchange_of(symbol)
+        gaps = pd.DatetimeIndex([], tz="UTC")
+        if last is not None and exchange is not None:
+            # Hours the source left out once are asked for again while it still serves them.
+            served = end - source.max_history if source.max_history is not None else EPOCH
+            gaps = missing_hours(
+                conn,
+                symbol,
+                source.name,
+                lambda first, until: grid_starts(exchange, first, until),
+                served,
+                last,
+            )
+            if len(gaps):
+                start = min(start, gaps[0])
         conn.rollback()
         bars, actions = source.fetch_with_actions(symbol, start, end)
         if last is not None:
@@ -183,6 +200,9 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
                 in_progress=ends > end,
             )
             new_actions = store_actions(conn, symbol, source.name, actions)
+            # Asked again and still not there: a known gap, not fetched again every run.
+            still_missing = gaps.difference(bars.index)
+            remember_gaps(conn, symbol, source.name, still_missing)
             if len(bars) and (
                 rebase is not None
                 or dividends_since(conn, symbol, source.name, _ny_date(bars.index[0]) - ONE_DAY)
@@ -197,6 +217,12 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
         "incremental": last is not None,
         **_bar_span(bars.index),
     }
+    if len(gaps):
+        details["gaps_filled"] = len(gaps) - len(still_missing)
+        if len(still_missing):
+            details["known_gaps_added"] = ", ".join(
+                f"{t.tz_convert('America/New_York'):%Y-%m-%d %H:%M}" for t in still_missing[:10]
+            ) + (f" (+{len(still_missing) - 10} more)" if len(still_missing) > 10 else "")
     if len(new_actions):
         details["new_corporate_actions"] = ", ".join(
             f"{r.kind} {r.value:g} on {r.ex_date}" for r in new_actions.itertuples(index=False)

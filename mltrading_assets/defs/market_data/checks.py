@@ -159,6 +159,89 @@ def off_grid_problems(
     return results
 
 
+_MISSING = """
+    WITH sessions AS (
+        SELECT unnest(CAST(:session_opens AS timestamptz[])) AS opens,
+               unnest(CAST(:session_closes AS timestamptz[])) AS closes
+    ),
+    spans AS (
+        SELECT symbol, min("timestamp") AS first, max("timestamp") AS last
+        FROM public.market_data WHERE symbol = ANY(:symbols) AND source = :source
+        GROUP BY symbol
+    ),
+    expected AS (
+        SELECT sp.symbol, g.hour
+        FROM spans AS sp
+        JOIN sessions AS s ON s.closes > sp.first AND s.opens <= sp.last
+        CROSS JOIN LATERAL generate_series(
+            s.opens, s.closes - interval '1 microsecond', interval '1 hour') AS g(hour)
+        WHERE g.hour BETWEEN sp.first AND sp.last
+    ),
+    missing AS (
+        SELECT e.symbol, e.hour FROM expected AS e
+        WHERE NOT EXISTS (
+            SELECT 1 FROM public.market_data AS m WHERE m.symbol = e.symbol
+              AND m.source = :source AND m."timestamp" = e.hour)
+          AND NOT EXISTS (
+            SELECT 1 FROM public.known_gaps AS k WHERE k.symbol = e.symbol
+              AND k.source = :source AND k."timestamp" = e.hour)
+    )
+    SELECT sp.symbol,
+           (SELECT count(*) FROM missing AS x WHERE x.symbol = sp.symbol) AS missing,
+           (SELECT count(*) FROM missing AS x WHERE x.symbol = sp.symbol
+              AND x.hour < :final_before) AS final,
+           ARRAY(SELECT x.hour FROM missing AS x WHERE x.symbol = sp.symbol
+                 ORDER BY x.hour LIMIT 5) AS examples,
+           (SELECT count(*) FROM public.known_gaps AS k
+            WHERE k.symbol = sp.symbol AND k.source = :source) AS known
+    FROM spans AS sp
+"""
+# A missing hour this old was asked for by many refreshes already: it will not come.
+FINAL_AFTER = pd.Timedelta(days=10)
+
+
+@lru_cache(maxsize=1)
+def _nyse_sessions() -> dict[str, list]:
+    schedule = nyse_calendar().schedule
+    return {
+        "session_opens": [t.to_pydatetime() for t in schedule["open"]],
+        "session_closes": [t.to_pydatetime() for t in schedule["close"]],
+    }
+
+
+def missing_bar_problems(
+    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
+) -> Results:
+    nyse = [s for s in symbols if exchange_of(s) == "XNYS"]
+    frame = query(
+        database,
+        _MISSING,
+        symbols=nyse,
+        source=source,
+        final_before=(now - FINAL_AFTER).to_pydatetime(),
+        **_nyse_sessions(),
+    )
+
+    def judge(row) -> tuple:
+        metadata: dict[str, Any] = {
+            "missing_hours": int(row.missing),
+            "known_gaps": int(row.known),
+        }
+        if row.missing:
+            metadata["first_missing"] = ", ".join(
+                f"{pd.Timestamp(t).tz_convert(NEW_YORK):%Y-%m-%d %H:%M} New York"
+                for t in row.examples
+            )
+        # Recent holes are filled by the next refreshes (WARN); old ones are final (ERROR).
+        return row.missing == 0, metadata, ERROR if row.final else WARN
+
+    results = per_symbol(nyse, frame, judge)
+    for symbol in symbols:
+        if symbol not in results:
+            results[symbol] = (True, {"checked": f"not an NYSE symbol ({exchange_of(symbol)})"})
+    return results
+
+
 market_data_checks = [
     symbol_check(
         market_data,
@@ -180,6 +263,15 @@ market_data_checks = [
         ERROR,
         gap_problems,
         "Every NYSE session inside the history has bars.",
+    ),
+    symbol_check(
+        market_data,
+        "no_missing_bars",
+        ERROR,
+        missing_bar_problems,
+        "Every hour of every NYSE session inside the history is a bar or a known gap (an hour "
+        "the source confirmed it has no bar for); WARN while a hole may still be filled, ERROR "
+        "once it is older than 10 days.",
     ),
     symbol_check(
         market_data,
