@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from mltrading_assets.cli import main
@@ -44,6 +45,36 @@ def test_invalid_symbol_is_refused_before_anything_is_written(instance, db):
     assert 'invalid symbol "X\');DROP"' in result.output
     assert table_count(db, "stock_info") == 0
     assert instance.get_dynamic_partitions("symbols") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["symbols", "add", ""], "no symbol given"),
+        (["symbols", "add", "   "], "no symbol given"),
+        (["symbols", "add", ",,"], "no symbol given"),
+        (["materialize", "--symbols", ""], "no symbol given"),
+        (["symbols", "add", "BRK B"], "invalid symbol 'BRK B'"),
+        (["symbols", "add", ".."], "invalid symbol '..'"),
+        (["symbols", "add", "="], "invalid symbol '='"),
+        (["symbols", "add", "^"], "invalid symbol '^'"),
+        (["symbols", "add", "-"], "invalid symbol '-'"),
+    ],
+)
+def test_empty_or_malformed_selections_are_refused(instance, db, args, words):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert table_count(db, "stock_info") == 0
+    assert instance.get_dynamic_partitions("symbols") == []
+
+
+def test_removing_an_unknown_symbol_says_so(instance, db):
+    invoke("symbols", "add", "AAPL")
+    result = CliRunner().invoke(main, ["symbols", "remove", "AAPL", "ZZZZ"])
+    assert result.exit_code == 1
+    assert "deactivated 1 symbol(s)" in result.output
+    assert "unknown symbol(s), never added: ZZZZ" in result.output
 
 
 def test_doctor_reports_which_tables_live_in_which_schema(instance):

@@ -238,3 +238,18 @@ def test_extended_set_is_written_and_incremental_equals_a_full_recompute(instanc
             equal_nan=True,
             err_msg=column,
         )
+
+
+def test_a_misconfigured_source_fails_the_step_saying_why(instance, db):
+    register_partitions(instance, ["AAPL"])
+    config = {"resources": {"source": {"config": {"kind": "csv", "csv_dir": ""}}}}
+    [run] = materialize(instance, "market_data", ["AAPL"], run_config=config)
+    assert not run.success
+    failure = next(
+        e
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    )
+    text = str(failure.dagster_event.step_failure_data.error)
+    assert "the bar source is misconfigured: the csv source needs csv_dir" in text
+    assert "BrokenProcessPool" not in text

@@ -252,6 +252,13 @@ BAD_FILES = {
     "NAIVE": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00,1.5,2,1,1.5,10\n",
     "COLS": "Datetime,Open,High,Close,Volume\n2026-11-20 09:30:00-05:00,1.5,2,1.5,10\n",
     "EMPTY": "Datetime,Open,High,Low,Close,Volume\n",
+    "INF": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00-05:00,1.5,2,1,inf,10\n",
+    "OUTSIDE": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00-05:00,4,2,1,1.5,10\n",
+    "DASH": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00-05:00,1.5,2,1,-,10\n",
+    "TEXTVOL": "Datetime,Open,High,Low,Close,Volume\n2026-11-20 09:30:00-05:00,1.5,2,1,1.5,ten\n",
+    "BADTIME": "Datetime,Open,High,Low,Close,Volume\nyesterday-05:00,1.5,2,1,1.5,10\n",
+    "BYTES": b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00garbage",
+    "NOTHING": b"",
 }
 MESSAGES = {
     "NANS": "missing \\(NaN\\) prices",
@@ -261,6 +268,13 @@ MESSAGES = {
     "NAIVE": "without a UTC offset",
     "COLS": "missing columns \\['Low'\\]",
     "EMPTY": "has no bars, only a header",
+    "INF": "infinite prices or volume at 2026-11-20 14:30",
+    "OUTSIDE": "open or close outside \\[low, high\\] at 2026-11-20 14:30",
+    "DASH": "DASH.csv row 2 column Close: '-' is not a number",
+    "TEXTVOL": "TEXTVOL.csv row 2 column Volume: 'ten' is not a number",
+    "BADTIME": "row 2 column Datetime: 'yesterday-05:00' is not a time",
+    "BYTES": "is not UTF-8 text",
+    "NOTHING": "is empty; expected a header and bars",
     "MISSING": "no file",
 }
 
@@ -274,6 +288,8 @@ def test_bad_input_fails_clearly_and_writes_nothing(worker, db, tmp_path, symbol
     before = pd.read_sql("SELECT * FROM market_data", db)
     if symbol == "MISSING":
         (tmp_path / f"{symbol}.csv").unlink()
+    elif isinstance(BAD_FILES[symbol], bytes):
+        (tmp_path / f"{symbol}.csv").write_bytes(BAD_FILES[symbol])
     else:
         (tmp_path / f"{symbol}.csv").write_text(BAD_FILES[symbol])
     with pytest.raises(SymbolTaskError, match=f"{symbol}: .*{MESSAGES[symbol]}") as info:

@@ -59,7 +59,14 @@ def _instance():
 def _parse_symbols(values: tuple[str, ...]) -> list[str]:
     from mltrading_assets.sources import InvalidSymbolError, normalize_symbols
 
-    raw = [part for value in values for part in value.replace(",", " ").split()]
+    # Commas separate symbols ("AAPL,MSFT"); a space inside one ("BRK B") is a typo to
+    # report, not two symbols to register.
+    raw = [part.strip() for value in values for part in value.split(",")]
+    raw = [part for part in raw if part]
+    if not raw:
+        raise click.BadParameter(
+            "no symbol given: name at least one, e.g. AAPL or AAPL,MSFT", param_hint="SYMBOLS"
+        )
     try:
         return normalize_symbols(raw)
     except InvalidSymbolError as exc:
@@ -142,12 +149,17 @@ def symbols_add(names: tuple[str, ...]) -> None:
 @click.argument("names", nargs=-1, required=True, metavar="SYMBOLS...")
 def symbols_remove(names: tuple[str, ...]) -> None:
     """Deactivate symbols: scheduled work stops, stored bars and features stay."""
-    from mltrading_assets.db.symbols import deactivate_symbols
+    from mltrading_assets.db.symbols import deactivate_symbols, known_symbols
 
     parsed = _parse_symbols(names)
     with _connection(_environment(), begin=True) as conn:
+        unknown = [s for s in parsed if s not in known_symbols(conn, parsed)]
         count = deactivate_symbols(conn, parsed)
     click.echo(f"deactivated {count} symbol(s)")
+    if unknown:
+        raise click.ClickException(
+            f"unknown symbol(s), never added: {' '.join(unknown)} (see `mltrading symbols list`)"
+        )
 
 
 @symbols.command("list")

@@ -38,3 +38,9 @@ def active_symbols(conn: sa.Connection) -> list[str]:
         .order_by(stock_info.c.added_at, stock_info.c.symbol)
     )
     return [row.symbol for row in rows]
+
+
+def known_symbols(conn: sa.Connection, symbols: list[str]) -> set[str]:
+    """Which of ``symbols`` are in stock_info, active or not."""
+    rows = conn.execute(sa.select(stock_info.c.symbol).where(stock_info.c.symbol.in_(symbols)))
+    return {row.symbol for row in rows}

@@ -101,6 +101,12 @@ def process_symbols(
     no_bars: list[str] = []
     rows = 0
     step = max(1, len(symbols) // 10)
+    try:
+        # A source that cannot be built would break every worker as it starts (the reason
+        # only on stderr): fail the step here, saying why.
+        source.build()
+    except ValueError as exc:
+        raise dg.Failure(f"the bar source is misconfigured: {exc}", allow_retries=False) from None
     source.preload()
     # Requests in flight across this step's workers, whatever their number.
     request_slots = (

@@ -9,10 +9,16 @@ _SYMBOL = re.compile(r"[A-Z0-9.\-^=]{1,15}")
 
 
 def validate_symbol(symbol: str) -> str:
-    """Return ``symbol`` unchanged if it is 1-15 characters of ``A-Z 0-9 . - ^ =``."""
-    if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol):
+    """Return ``symbol`` unchanged if it is 1-15 characters of ``A-Z 0-9 . - ^ =`` with at
+    least one letter or digit."""
+    if (
+        not isinstance(symbol, str)
+        or not _SYMBOL.fullmatch(symbol)
+        or not any(c.isalnum() for c in symbol)  # "..", "=", "^" alone are no tickers
+    ):
         raise InvalidSymbolError(
             f"invalid symbol {symbol!r}: use 1-15 characters of A-Z, 0-9, '.', '-', '^', '=' "
+            "with at least one letter or digit "
             "(upper case, as Yahoo Finance writes tickers, e.g. AAPL, BRK-B, ^GSPC)"
         )
     return symbol

@@ -43,9 +43,19 @@ def validate_bars(bars: pd.DataFrame, symbol: str) -> pd.DataFrame:
     non_positive = (prices <= 0).any(axis=1)
     if non_positive.any():
         problems.append(f"zero or negative prices at {_examples(index, non_positive)}")
-    inverted = bars["high"].to_numpy() < bars["low"].to_numpy()
+    infinite = np.isinf(prices).any(axis=1) | np.isinf(bars["volume"].to_numpy(dtype=float))
+    if infinite.any():
+        problems.append(f"infinite prices or volume at {_examples(index, infinite)}")
+    high, low = bars["high"].to_numpy(), bars["low"].to_numpy()
+    inverted = high < low
     if inverted.any():
         problems.append(f"high below low at {_examples(index, inverted)}")
+    outside = ~inverted & (
+        (bars[["open", "close"]].to_numpy() > high[:, None]).any(axis=1)
+        | (bars[["open", "close"]].to_numpy() < low[:, None]).any(axis=1)
+    )
+    if outside.any():
+        problems.append(f"open or close outside [low, high] at {_examples(index, outside)}")
     negative_volume = bars["volume"].to_numpy() < 0
     if negative_volume.any():
         problems.append(f"negative volume at {_examples(index, negative_volume)}")
