@@ -126,3 +126,18 @@ def test_stats_report_runs_durations_slowest_symbols_and_rows(instance, db):
     assert stats["last_day"]["median_duration_s"] > 0
     assert stats["slowest_symbols_last_day"][0]["symbol"] == "AAPL"
     assert stats["rows"]["market_data"] == table_count(db, "market_data") > 1700
+
+
+def test_a_database_that_is_down_is_one_clear_line(monkeypatch, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLTRADING_DATABASE_URL", f"postgresql://app:s3cret@127.0.0.1:{port}/x")
+    for args in (["symbols", "list"], ["symbols", "add", "AAPL"], ["materialize"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert "cannot reach the database at postgresql://app:***@127.0.0.1" in result.output
+        assert "Traceback" not in result.output and "s3cret" not in result.output
+        assert len(result.output.strip().splitlines()) == 1

@@ -73,7 +73,43 @@ def _parse_symbols(values: tuple[str, ...]) -> list[str]:
         raise click.BadParameter(str(exc), param_hint="SYMBOLS") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _unreachable_database(exc: BaseException) -> str | None:
+    """The first line of a connection failure anywhere in ``exc``'s chain, else None."""
+    import psycopg2
+    import sqlalchemy as sa
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, sa.exc.OperationalError | psycopg2.OperationalError):
+            original = getattr(seen, "orig", None) or seen
+            return (str(original).strip().splitlines() or [type(seen).__name__])[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class _Main(click.Group):
+    """The command group; a database that cannot be reached is one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            reason = _unreachable_database(exc)
+            if reason is None:
+                raise
+            from mltrading_assets.db.engine import redacted
+
+            url = os.environ.get("MLTRADING_DATABASE_URL")
+            where = f" at {redacted(url)}" if url else ""
+            raise click.ClickException(
+                f"cannot reach the database{where}: {reason} "
+                "(is PostgreSQL running? `mltrading doctor` checks the set-up)"
+            ) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Hourly market data and technical features in PostgreSQL, orchestrated by Dagster.
 
