@@ -85,7 +85,10 @@ def stored(engine: sa.Engine, symbol: str) -> pd.DataFrame:
 
 def test_yahoo_loads_then_refreshes_through_the_real_client(yahoo, spec, db):
     window_start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=spec.history_days)
-    outcomes = load(spec, ["AAPL", "MSFT"])
+    # One worker: two processes writing yfinance's sqlite cache at once can lose a cached
+    # time zone or cost a retry (handled, see the cache rows in sources/yahoo.py), which
+    # the request counts below would see.
+    outcomes = load(spec, ["AAPL", "MSFT"], workers=1)
     assert all(o.ok for o in outcomes.values()), outcomes
     for symbol in ("AAPL", "MSFT"):
         served = yahoo.bars(symbol)
@@ -100,8 +103,6 @@ def test_yahoo_loads_then_refreshes_through_the_real_client(yahoo, spec, db):
     # First load: the time-zone probe and the history, nothing more.
     assert yahoo.stats.chart_requests == {"AAPL": 2, "MSFT": 2}
 
-    # One worker: two processes writing yfinance's sqlite cache at once can cost a retry
-    # (handled, see the cache-race row in sources/yahoo.py), which this count would see.
     again = load(spec, ["AAPL", "MSFT"], workers=1)
     assert all(o.ok and o.details["rows_inserted"] == 0 for o in again.values())
     # The time zone is cached in the cache folder: a refresh is one request per symbol.
