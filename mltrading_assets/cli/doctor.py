@@ -27,6 +27,7 @@ class Report:
     freshness: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -133,6 +134,7 @@ def check_dagster(report: Report, url: str, instance) -> None:
             f"the Dagster daemon last reported {time.time() - newest:.0f} s ago: it has stopped, "
             "so schedules and sensors are idle"
         )
+    check_runs(report, instance)
     states = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
     report.dagster["schedules"] = {state.name: state.status.value for state in states}
     stopped = [s.name for s in states if s.status == InstigatorStatus.STOPPED]
@@ -171,4 +173,25 @@ def check_freshness(report: Report, url: str, now, source: str) -> None:
     if stale:
         report.warnings.append(
             f"{len(stale)} of {len(rows)} active symbols have no bar since {due:%Y-%m-%d %H:%M} UTC"
+        )
+
+
+def check_runs(report: Report, instance) -> None:
+    """Runs whose process is gone, and pool slots held by runs that ended."""
+    from mltrading_assets.lib.dead_runs import dead_runs, slots_held_by_finished_runs
+
+    dead = dead_runs(instance)
+    holders = slots_held_by_finished_runs(instance)
+    report.dagster["dead_runs"] = [run.run_id for run in dead]
+    report.dagster["slots_held_by_finished_runs"] = holders
+    for run in dead:
+        report.problems.append(
+            f"run {run.run_id} ({run.job_name}) is {run.status.value} but its process is gone: "
+            "it holds its pool slots and later bar runs wait for it; `mltrading doctor --fix` "
+            "marks it failed and frees them"
+        )
+    if holders:
+        report.problems.append(
+            f"finished runs still hold pool slots: {', '.join(holders)}; "
+            "`mltrading doctor --fix` frees them"
         )

@@ -217,9 +217,21 @@ def run_assets(url: str, names: list[str], assets: list[str]) -> bool:
     Both assets run as the hourly refresh does: each range's features right after its bars,
     alongside the next range's bars."""
     from mltrading_assets.cli.runner import materialize, refresh
+    from mltrading_assets.lib.dead_runs import reap_dead_runs
 
     started = time.perf_counter()
     with _instance() as instance:
+        # A run killed earlier would hold the bar pool's slot and make this one wait forever.
+        reaped = reap_dead_runs(instance)
+        for dead in reaped.dead:
+            click.echo(
+                f"marked run {dead.run_id} ({dead.job_name}) failed: its process "
+                f"(pid {dead.pid}) is gone"
+            )
+        if reaped.slots_freed_for:
+            click.echo(
+                f"freed pool slots held by finished runs: {', '.join(reaped.slots_freed_for)}"
+            )
         if assets == ["market_data", "features"]:
             runs_by_asset = refresh(instance, names)
         else:
@@ -336,8 +348,14 @@ def ui(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def doctor(as_json: bool) -> None:
-    """Check database, schemas, Dagster migrations, daemon, schedules and data freshness.
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Mark runs whose process is gone as failed and free pool slots finished runs hold.",
+)
+def doctor(as_json: bool, fix: bool) -> None:
+    """Check database, schemas, Dagster migrations, daemon, dead runs and held pool slots,
+    schedules and data freshness.
 
     Exits 1 on a problem (warnings alone exit 0)."""
     import pandas as pd
@@ -350,6 +368,13 @@ def doctor(as_json: bool) -> None:
     if report.reachable:
         try:
             with _instance() as instance:  # loading it creates or migrates Dagster's tables
+                if fix:
+                    from mltrading_assets.lib.dead_runs import reap_dead_runs
+
+                    reaped = reap_dead_runs(instance)
+                    report.fixed = [f"marked run {d.run_id} failed" for d in reaped.dead] + [
+                        f"freed the pool slots of run {r}" for r in reaped.slots_freed_for
+                    ]
                 health.check_dagster(report, url, instance)
         except Exception as exc:
             report.problems.insert(
@@ -370,6 +395,8 @@ def doctor(as_json: bool) -> None:
         if report.freshness:
             f = report.freshness
             click.echo(f"freshness: {f['fresh']} of {f['active_symbols']} active symbols fresh")
+        for fixed in report.fixed:
+            click.echo(f"fixed: {fixed}")
         for warning in report.warnings:
             click.echo(f"warning: {warning}")
         for problem in report.problems:

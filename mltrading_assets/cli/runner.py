@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from mltrading_assets.defs.symbols.partitions import symbol_partitions
+from mltrading_assets.lib.dead_runs import process_tags
 from mltrading_assets.lib.ranged_runs import SYMBOLS_PER_RUN, contiguous_ranges, range_tags
 
 
@@ -82,7 +83,7 @@ def _execute(
     with dg.execute_job(
         dg.reconstructable(JOBS[asset]),
         instance=instance,
-        tags={**range_tags(first, last), **(tags or {})},
+        tags={**range_tags(first, last), **process_tags(), **(tags or {})},
         run_config={
             **(run_config or {}),
             "loggers": {"console": {"config": {"log_level": log_level}}},
@@ -168,6 +169,7 @@ def rebuild_all(
     with dg.execute_job(
         dg.reconstructable(rebuild_all_job_def),
         instance=instance,
+        tags=process_tags(),
         run_config={
             **(run_config or {}),
             "loggers": {"console": {"config": {"log_level": log_level}}},

@@ -6,6 +6,7 @@ import dagster as dg
 
 from mltrading_assets.db.system_logs import log_run
 from mltrading_assets.defs.resources import PostgresResource
+from mltrading_assets.lib.dead_runs import reap_dead_runs
 from mltrading_assets.workers.symbol_work import REBASED_KEY
 
 
@@ -88,3 +89,23 @@ def log_failed_runs(context: dg.RunFailureSensorContext, database: PostgresResou
     ]
     error = " | ".join(step_errors) or (context.failure_event.message or "run failed")
     record_finished_run(context.instance, database, context.dagster_run, "FAILURE", error)
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Marks runs whose process is gone (a killed `mltrading materialize`) as failed and "
+        "gives back the pool slots finished runs still hold."
+    ),
+)
+def dead_runs_sensor(context: dg.SensorEvaluationContext):
+    reaped = reap_dead_runs(context.instance)
+    for dead in reaped.dead:
+        context.log.warning(f"run {dead.run_id} marked failed: process {dead.pid} is gone")
+    if not (reaped.dead or reaped.slots_freed_for):
+        return dg.SkipReason("no dead runs, no slots held by finished runs")
+    return dg.SkipReason(
+        f"marked {len(reaped.dead)} dead run(s) failed; freed the slots of "
+        f"{len(reaped.slots_freed_for)} finished run(s)"
+    )

@@ -1,0 +1,102 @@
+"""A `mltrading materialize` killed mid-run (kill -9) must not block later runs: its run is
+marked failed and its slot of the market_data_source pool given back, by the next CLI run,
+by `mltrading doctor --fix`, and by the dead_runs_sensor."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+from click.testing import CliRunner
+
+from mltrading_assets.cli import main
+from mltrading_assets.cli.embedded import PROJECT_ROOT
+from mltrading_assets.cli.runner import register_partitions
+
+
+def start_a_run_and_kill_it(instance, database_url, dagster_home) -> str:
+    register_partitions(instance, ["HANG"])
+    env = {
+        **os.environ,
+        "MLTRADING_DATABASE_URL": database_url,
+        "DAGSTER_HOME": str(dagster_home),
+        "MLTRADING_FAULT_INJECTION": "HANG=hang",  # the symbol's worker sleeps
+        "MLTRADING_SYNTHETIC_AS_OF": "2026-11-20T21:00:00Z",
+    }
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mltrading_assets.cli",
+            "materialize",
+            "--asset",
+            "market_data",
+            "--symbols",
+            "HANG",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            held = instance.event_log_storage.get_concurrency_run_ids()
+            if runs and runs[0].run_id in held:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the run never started and took its pool slot")
+        os.kill(cli.pid, signal.SIGKILL)  # the CLI process only, as a user's kill -9 does
+        cli.wait(10)
+        return runs[0].run_id
+    finally:
+        # Its step process and worker are orphans now; this test is not about them.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cli.pid, signal.SIGKILL)
+
+
+def test_a_killed_cli_run_is_reaped_by_the_next_run(instance, db, database_url, dagster_home):
+    dead = start_a_run_and_kill_it(instance, database_url, dagster_home)
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.STARTED
+    assert dead in instance.event_log_storage.get_concurrency_run_ids()
+
+    result = CliRunner().invoke(
+        main, ["materialize", "--asset", "market_data", "--symbols", "AAPL"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"marked run {dead} (market_data_job) failed: its process" in result.output
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+    assert dead not in instance.event_log_storage.get_concurrency_run_ids()
+    assert "market_data: run" in result.output and " ok" in result.output
+
+
+def test_doctor_reports_a_dead_run_and_fixes_it(instance, db, database_url, dagster_home):
+    dead = start_a_run_and_kill_it(instance, database_url, dagster_home)
+    report = json.loads(CliRunner().invoke(main, ["doctor", "--json"]).output)
+    assert report["dagster"]["dead_runs"] == [dead]
+    assert any("its process is gone" in p for p in report["problems"])
+
+    fixed = json.loads(CliRunner().invoke(main, ["doctor", "--json", "--fix"]).output)
+    assert fixed["fixed"][0] == f"marked run {dead} failed"
+    assert fixed["dagster"]["dead_runs"] == []
+    assert fixed["dagster"]["slots_held_by_finished_runs"] == []
+    assert dead not in instance.event_log_storage.get_concurrency_run_ids()
+
+
+def test_the_sensor_reaps_dead_runs(instance, db, database_url, dagster_home):
+    from mltrading_assets.defs.operations.sensors import dead_runs_sensor
+
+    dead = start_a_run_and_kill_it(instance, database_url, dagster_home)
+    result = dead_runs_sensor(dg.build_sensor_context(instance=instance))
+    assert "marked 1 dead run(s) failed" in str(result.skip_message)
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+    assert dead not in instance.event_log_storage.get_concurrency_run_ids()
