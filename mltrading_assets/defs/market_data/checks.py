@@ -136,12 +136,17 @@ def _nyse_grid() -> dict[str, list]:
     }
 
 
+def _nyse_only(symbols: list[str], judge_nyse) -> Results:
+    """``judge_nyse`` over the NYSE-listed symbols; the others pass, saying so (their bars
+    are checked against their own exchange's grid when they are loaded)."""
+    results = judge_nyse([s for s in symbols if exchange_of(s) == "XNYS"])
+    not_nyse = (True, {"checked": "not an NYSE symbol"})
+    return {s: results.get(s, not_nyse) for s in symbols}
+
+
 def off_grid_problems(
     database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
 ) -> Results:
-    nyse = [s for s in symbols if exchange_of(s) == "XNYS"]
-    frame = query(database, _OFF_GRID, symbols=nyse, source=source, **_nyse_grid())
-
     def judge(row) -> tuple[bool, dict[str, Any]]:
         metadata: dict[str, Any] = {"off_grid_bars": int(row.off_grid)}
         if row.off_grid:
@@ -151,12 +156,11 @@ def off_grid_problems(
             )
         return row.off_grid == 0, metadata
 
-    results = per_symbol(nyse, frame, judge)
-    for symbol in symbols:
-        if symbol not in results:
-            # Other exchanges' bars are checked against their grid when they are loaded.
-            results[symbol] = (True, {"checked": f"not an NYSE symbol ({exchange_of(symbol)})"})
-    return results
+    def judge_nyse(nyse: list[str]) -> Results:
+        frame = query(database, _OFF_GRID, symbols=nyse, source=source, **_nyse_grid())
+        return per_symbol(nyse, frame, judge)
+
+    return _nyse_only(symbols, judge_nyse)
 
 
 _MISSING = """
@@ -212,16 +216,6 @@ def _nyse_sessions() -> dict[str, list]:
 def missing_bar_problems(
     database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
 ) -> Results:
-    nyse = [s for s in symbols if exchange_of(s) == "XNYS"]
-    frame = query(
-        database,
-        _MISSING,
-        symbols=nyse,
-        source=source,
-        final_before=(now - FINAL_AFTER).to_pydatetime(),
-        **_nyse_sessions(),
-    )
-
     def judge(row) -> tuple:
         metadata: dict[str, Any] = {
             "missing_hours": int(row.missing),
@@ -235,11 +229,18 @@ def missing_bar_problems(
         # Recent holes are filled by the next refreshes (WARN); old ones are final (ERROR).
         return row.missing == 0, metadata, ERROR if row.final else WARN
 
-    results = per_symbol(nyse, frame, judge)
-    for symbol in symbols:
-        if symbol not in results:
-            results[symbol] = (True, {"checked": f"not an NYSE symbol ({exchange_of(symbol)})"})
-    return results
+    def judge_nyse(nyse: list[str]) -> Results:
+        frame = query(
+            database,
+            _MISSING,
+            symbols=nyse,
+            source=source,
+            final_before=(now - FINAL_AFTER).to_pydatetime(),
+            **_nyse_sessions(),
+        )
+        return per_symbol(nyse, frame, judge)
+
+    return _nyse_only(symbols, judge_nyse)
 
 
 market_data_checks = [
