@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 from click.testing import CliRunner
@@ -100,3 +101,35 @@ def test_the_sensor_reaps_dead_runs(instance, db, database_url, dagster_home):
     assert "marked 1 dead run(s) failed" in str(result.skip_message)
     assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
     assert dead not in instance.event_log_storage.get_concurrency_run_ids()
+
+
+def _init_marks(folder: str) -> None:
+    os.environ["MARK_FOLDER"] = folder
+
+
+def _slow_mark(symbol: str) -> dict:
+    time.sleep(0.3)
+    (Path(os.environ["MARK_FOLDER"]) / symbol).touch()
+    return {}
+
+
+def test_an_interrupted_batch_starts_no_further_symbol(tmp_path):
+    # Ctrl-C or SIGTERM in a step ends its loop over outcomes with an exception: the
+    # symbols not started yet must not run (they used to, every one of them).
+    from mltrading_assets.workers.isolation import run_isolated
+
+    symbols = [f"S{i:02d}" for i in range(40)]
+    outcomes = run_isolated(
+        _slow_mark,
+        symbols,
+        initializer=_init_marks,
+        initargs=(str(tmp_path),),
+        workers=2,
+        timeout_seconds=30,
+    )
+    next(outcomes)
+    outcomes.close()  # what an exception in the consumer does to the generator
+    written = len(list(tmp_path.iterdir()))
+    time.sleep(1.0)  # anything still queued would now be running and writing
+    assert len(list(tmp_path.iterdir())) == written
+    assert written <= 4

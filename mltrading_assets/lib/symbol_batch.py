@@ -147,6 +147,8 @@ def process_symbols(
                     f"{rows} rows written"
                 )
     finally:
+        # Interrupted (Ctrl-C, SIGTERM, a failure): start no further symbol.
+        outcomes.close()
         # Symbols already written are recorded even if the step is being torn down.
         batches.flush()
         if request_slots is not None:

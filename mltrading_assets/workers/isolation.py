@@ -72,21 +72,34 @@ def run_isolated(
     max_tasks: int = 200,
     start_method: str = "fork",
 ) -> Iterator[SymbolOutcome]:
-    """Yield one outcome per symbol, in completion order."""
+    """Yield one outcome per symbol, in completion order.
+
+    Stopped early (the consumer raised, was interrupted, or closed the generator), the pool
+    is stopped at once: no further symbol starts, and the workers of the symbols in flight
+    are terminated, their transactions rolled back with their connections. The pool's own
+    context manager would instead wait for every symbol still queued.
+    """
     if not symbols:
         return
-    with ProcessPool(
+    pool = ProcessPool(
         max_workers=max(1, min(workers, len(symbols))),
         max_tasks=max_tasks,
         initializer=initializer,
         initargs=initargs,
         context=_context(start_method),
-    ) as pool:
+    )
+    try:
         pending = {pool.schedule(task, args=(s,), timeout=timeout_seconds): s for s in symbols}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield _outcome(pending.pop(future), future, timeout_seconds)
+    except BaseException:
+        pool.stop()
+        raise
+    finally:
+        pool.close()
+        pool.join()
 
 
 def _outcome(symbol: str, future: Any, timeout_seconds: float) -> SymbolOutcome:
