@@ -42,7 +42,7 @@ from mltrading_assets.sources import (
     TransientSourceError,
     build_source,
 )
-from mltrading_assets.trading_calendar import bar_ends, exchange_of, grid_starts
+from mltrading_assets.trading_calendar import NEW_YORK, bar_ends, exchange_of, grid_starts
 from mltrading_assets.workers.isolation import SymbolTaskError
 
 # Metadata key of a bar step that found the symbol but no bars in its window.
@@ -183,7 +183,7 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
             start = max(first, served)
             conn.rollback()
             bars, actions = source.fetch_with_actions(symbol, start, end)
-        ends = bar_ends(bars.index, exchange_of(symbol))
+        ends = bar_ends(bars.index, exchange)
         with conn.begin():
             older = 0
             if rebase is not None:
@@ -221,7 +221,7 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
         details["gaps_filled"] = len(gaps) - len(still_missing)
         if len(still_missing):
             details["known_gaps_added"] = ", ".join(
-                f"{t.tz_convert('America/New_York'):%Y-%m-%d %H:%M}" for t in still_missing[:10]
+                f"{t.tz_convert(NEW_YORK):%Y-%m-%d %H:%M}" for t in still_missing[:10]
             ) + (f" (+{len(still_missing) - 10} more)" if len(still_missing) > 10 else "")
     if len(new_actions):
         details["new_corporate_actions"] = ", ".join(
@@ -229,8 +229,8 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
         )
     if len(bars) and ends[-1] > end:
         details["in_progress_bar"] = (
-            f"{bars.index[-1].tz_convert('America/New_York'):%Y-%m-%d %H:%M} New York, partial "
-            f"until {ends[-1].tz_convert('America/New_York'):%H:%M}: rewritten when complete"
+            f"{bars.index[-1].tz_convert(NEW_YORK):%Y-%m-%d %H:%M} New York, partial "
+            f"until {ends[-1].tz_convert(NEW_YORK):%H:%M}: rewritten when complete"
         )
     if rebase is not None:
         details[REBASED_KEY] = (
@@ -246,8 +246,8 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
     return details
 
 
-def _ny_date(moment: pd.Timestamp):
-    return moment.tz_convert("America/New_York").date()
+def _ny_date(moment: pd.Timestamp) -> dt.date:
+    return moment.tz_convert(NEW_YORK).date()
 
 
 def load_market_data(symbol: str) -> dict[str, Any]:
