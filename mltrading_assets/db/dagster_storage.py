@@ -6,9 +6,11 @@ of Dagster's tables into ``dagster``, and this class derives that URL from
 under ``storage: custom:``.
 """
 
+import logging
 import os
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from dagster import DagsterEventType, Field, StringSource
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.config import pg_config
@@ -18,7 +20,7 @@ from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
-from dagster_postgres.utils import pg_url_from_config
+from dagster_postgres.utils import create_pg_engine, pg_url_from_config, set_pg_statement_timeout
 
 from mltrading_assets.db.engine import DAGSTER_SCHEMA, dagster_storage_url, one_connection
 
@@ -31,10 +33,36 @@ EVENT_BATCH_SIZE = "100"
 os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
 
 
+class _OneLineRetryWarnings(logging.Filter):
+    """dagster-postgres warns on the root logger at each connect retry with the whole
+    SQLAlchemy error (3 lines and a link): during an outage that buried the one line that
+    matters. Keep the warning, as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Retrying failed database connection") and record.args:
+            reason = getattr(record.args[0], "orig", None) or record.args[0]
+            record.args = ((str(reason).strip().splitlines() or [""])[0],)
+        return True
+
+
+logging.getLogger().addFilter(_OneLineRetryWarnings())
+
+
+# A separate, least-privileged role for Dagster's storage (see sql/roles); unset, Dagster
+# uses MLTRADING_DATABASE_URL like the app.
+DAGSTER_URL_VARIABLE = "MLTRADING_DAGSTER_DATABASE_URL"
+
+
 def ensure_schema(url: str, schema: str) -> None:
-    # dagster-postgres fails with InvalidSchemaName if the schema does not exist yet.
+    # dagster-postgres fails with InvalidSchemaName if the schema does not exist yet. Looked
+    # up first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when it exists,
+    # which the least-privilege Dagster role does not have.
     with one_connection(url, begin=True, application_name="mltrading-dagster") as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        exists = conn.exec_driver_sql(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s", {"schema": schema}
+        ).first()
+        if not exists:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
 
 
 class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
@@ -47,6 +75,35 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
     per asset (from its last event, as dagster-postgres does for materializations); planned
     events carry no tags to index.
     """
+
+    def optimize_for_webserver(
+        self, statement_timeout: int, pool_recycle: int, max_overflow: int
+    ) -> None:
+        """dagster-postgres' kept-open connection, pinged before each use.
+
+        Without the ping, the first write after a server restart fails on the dead
+        connection ("server closed the connection unexpectedly") and fails the run; with it
+        the connection is replaced, and dagster-postgres' connect retries (~6 s of backoff)
+        ride out a short restart. Mirrors ``PostgresEventLogStorage.optimize_for_webserver``
+        (1.13.27) plus ``pool_pre_ping``; test_faults pins the behaviour.
+        """
+        kwargs: dict = {
+            "isolation_level": "AUTOCOMMIT",
+            "pool_size": 1,
+            "pool_recycle": pool_recycle,
+            "max_overflow": max_overflow,
+            "pool_pre_ping": True,
+        }
+        existing_options = self._engine.url.query.get("options")
+        if existing_options:
+            kwargs["connect_args"] = {"options": existing_options}
+        self._engine.dispose()
+        self._engine = create_pg_engine(self.postgres_url, self._token_provider, **kwargs)
+        sa.event.listen(
+            self._engine,
+            "connect",
+            lambda connection, _: set_pg_statement_timeout(connection, statement_timeout),
+        )
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         planned = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
@@ -99,7 +156,7 @@ class SchemaScopedPostgresStorage(DagsterPostgresStorage):
         cls, inst_data: ConfigurableClassData | None, config_value
     ) -> "SchemaScopedPostgresStorage":
         schema = config_value.get("schema", DAGSTER_SCHEMA)
-        base_url = pg_url_from_config(config_value)
+        base_url = os.environ.get(DAGSTER_URL_VARIABLE) or pg_url_from_config(config_value)
         ensure_schema(base_url, schema)
         storage = cls(
             inst_data=inst_data,
