@@ -114,6 +114,11 @@ class ProcessingResource(dg.ConfigurableResource):
         description="per-symbol budget: a symbol still running after this fails alone "
         "(its worker is stopped and replaced)",
     )
+    database_outage_seconds: float = Field(
+        default=60.0,
+        description="a symbol whose database connection is lost is retried for this long "
+        "(a server restart costs retries, not failed symbols); past it the run stops",
+    )
     max_symbols_per_worker: int = Field(
         default=200, description="a worker is replaced after this many symbols (bounds memory)"
     )
@@ -128,7 +133,8 @@ class ProcessingResource(dg.ConfigurableResource):
     feature_set: str = Field(default="core", description="core | extended")
     fault_injection: str = Field(
         default="",
-        description="tests only: SYMBOL=raise|hang|kill,... makes those symbols fail on purpose",
+        description="tests only: SYMBOL=raise|hang|kill|slow,... (* = every symbol) makes "
+        "those symbols fail or slow down on purpose",
     )
 
     def worker_count(self) -> int:
@@ -168,6 +174,7 @@ def resources() -> dg.Definitions:
             "processing": ProcessingResource(
                 workers=env_or("MLTRADING_WORKERS", 0),
                 symbol_timeout_seconds=env_or("MLTRADING_SYMBOL_TIMEOUT_SECONDS", 300.0),
+                database_outage_seconds=env_or("MLTRADING_DATABASE_OUTAGE_SECONDS", 60.0),
                 feature_set=env_or("MLTRADING_FEATURE_SET", "core"),
                 fault_injection=env_or("MLTRADING_FAULT_INJECTION", ""),
             ),

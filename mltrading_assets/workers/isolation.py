@@ -40,7 +40,7 @@ class SymbolOutcome:
     symbol: str
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    kind: str | None = None  # bad_input | transient | timeout | crashed | error
+    kind: str | None = None  # bad_input | transient | timeout | crashed | database | error
 
     @property
     def ok(self) -> bool:

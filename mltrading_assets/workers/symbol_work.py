@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+import tenacity
 
 from mltrading_assets.charts import chart_markdown, feature_chart_png, latest_values_markdown
 from mltrading_assets.db.bars import first_bar_time, last_bar_time, read_bars, write_bars
@@ -44,6 +45,7 @@ from mltrading_assets.sources import (
 )
 from mltrading_assets.trading_calendar import NEW_YORK, bar_ends, exchange_of, grid_starts
 from mltrading_assets.workers.isolation import SymbolTaskError
+from mltrading_assets.workers.lifeline import die_with_parent
 
 # Metadata key of a bar step that found the symbol but no bars in its window.
 NO_BARS_KEY = "no_bars_in_window"
@@ -66,7 +68,10 @@ class WorkSpec:
     full_refresh: bool = False
     # Attach a chart and a table of the latest values to each feature materialization.
     charts: bool = True
-    # Test-only fault injection: {"SYMBOL": "raise" | "hang" | "kill"}.
+    # A lost database connection is retried (the symbol from the start, in a new
+    # transaction) for this long: a server restart costs retries, not failed symbols.
+    database_outage_seconds: float = 60.0
+    # Test-only fault injection: {"SYMBOL" or "*": "raise" | "hang" | "kill" | "slow"}.
     faults: dict[str, str] = field(default_factory=dict)
 
 
@@ -84,6 +89,7 @@ def init_worker(spec: WorkSpec, request_slots: Any = None) -> None:
     """Open this worker's connection and source. ``request_slots`` (``RequestSlots``,
     shared by the step's workers) bound the requests a network source has in flight."""
     global _worker
+    die_with_parent()
     _worker = _Worker(
         spec=spec,
         engine=create_app_engine(spec.database_url, pool_size=1),
@@ -98,7 +104,9 @@ def _state() -> _Worker:
 
 
 def _inject_fault(symbol: str, spec: WorkSpec) -> None:
-    fault = spec.faults.get(symbol)
+    fault = spec.faults.get(symbol, spec.faults.get("*"))
+    if fault == "slow":  # keeps symbols in flight long enough to fault the server under them
+        time.sleep(0.5)
     if fault == "raise":
         raise RuntimeError(f"injected failure for {symbol}")
     if fault == "hang":
@@ -114,24 +122,49 @@ def _classified(symbol: str, exc: Exception) -> SymbolTaskError:
         return SymbolTaskError("transient", str(exc))
     if isinstance(exc, SourceError):
         return SymbolTaskError("bad_input", str(exc))
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        first_line = str(exc.orig if hasattr(exc, "orig") else exc).strip().splitlines()[0]
+    if isinstance(exc, sa.exc.DBAPIError):
         return SymbolTaskError(
-            "transient", f"{symbol}: database error, nothing written: {first_line}"
+            "error", f"{symbol}: database error, nothing written: {_first_line(exc)}"
         )
     return SymbolTaskError("error", f"{symbol}: {type(exc).__name__}: {exc}")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The server went away (restart, crash, network): the transaction was rolled back."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _run(symbol: str, body) -> dict[str, Any]:
     worker = _state()
     started = time.perf_counter()
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(connection_lost),
+        stop=tenacity.stop_after_delay(worker.spec.database_outage_seconds),
+        wait=tenacity.wait_exponential_jitter(initial=0.5, max=5),
+        reraise=True,
+    )
     try:
         _inject_fault(symbol, worker.spec)
-        details = body(worker, symbol)
+        details = retrying(body, worker, symbol)
     except SymbolTaskError:
         raise
     except Exception as exc:
+        if connection_lost(exc):
+            raise SymbolTaskError(
+                "database",
+                f"{symbol}: database unreachable for {worker.spec.database_outage_seconds:g} s, "
+                f"nothing written: {_first_line(exc)}",
+            ) from None
         raise _classified(symbol, exc) from None
+    retries = retrying.statistics.get("attempt_number", 1) - 1
+    if retries:
+        details["database_retries"] = retries
     details["duration_s"] = round(time.perf_counter() - started, 4)
     return details
 
