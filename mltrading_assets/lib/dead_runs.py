@@ -23,9 +23,18 @@ PID_TAG = "mltrading/pid"
 _ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def process_tags() -> dict[str, str]:
+def process_tags(pid: int | None = None) -> dict[str, str]:
     """Tags naming the process that executes a run (added by the run launcher in cli/)."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(psutil.Process().pid)}
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid or psutil.Process().pid)}
+
+
+def tag_run_process(context: dg.OpExecutionContext, orchestrator: psutil.Process | None) -> None:
+    """Name the run's orchestrating process on a run launched without the tags (by the
+    daemon, the UI or a backfill: Dagster's run worker), so a killed one is found too:
+    ``DefaultRunLauncher`` has no run-worker health check for run monitoring to use."""
+    if orchestrator is None or PID_TAG in context.run.tags:
+        return
+    context.instance.add_run_tags(context.run_id, process_tags(orchestrator.pid))
 
 
 @dataclass(frozen=True)

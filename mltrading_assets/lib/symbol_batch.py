@@ -15,13 +15,17 @@ import pandas as pd
 
 from mltrading_assets.defs.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.lib.batched_events import MaterializationBatches
+from mltrading_assets.lib.dead_runs import tag_run_process
 from mltrading_assets.sources import InvalidSymbolError, validate_symbol
 from mltrading_assets.workers.isolation import SymbolOutcome, run_isolated
+from mltrading_assets.workers.lifeline import exit_with_orchestrator
 from mltrading_assets.workers.slots import RequestSlots
 from mltrading_assets.workers.symbol_work import NO_BARS_KEY, WorkSpec, init_worker
 
 # Failures a retry can cure; bad input fails again, so it does not trigger a retry.
 RETRYABLE_KINDS = {"transient", "timeout", "crashed"}
+# The worker already retried its connection for the whole outage budget.
+DATABASE_DOWN = "database"
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ def process_symbols(
         full_refresh=full_refresh,
         charts=processing.charts,
         faults=processing.faults(),
+        database_outage_seconds=processing.database_outage_seconds,
     )
     # One worker per core unless the caller knows better (a network-bound bar source).
     workers = min(len(symbols), workers or processing.worker_count())
@@ -108,6 +113,7 @@ def process_symbols(
     except ValueError as exc:
         raise dg.Failure(f"the bar source is misconfigured: {exc}", allow_retries=False) from None
     source.preload()
+    tag_run_process(context, exit_with_orchestrator())
     # Requests in flight across this step's workers, whatever their number.
     request_slots = (
         RequestSlots.create(source.max_concurrent_requests) if source.is_network_bound else None
@@ -140,6 +146,9 @@ def process_symbols(
             else:
                 failures.append(outcome)
                 context.log.error(f"{outcome.symbol} failed ({outcome.kind}): {outcome.error}")
+                if outcome.kind == DATABASE_DOWN:
+                    # Every other symbol would wait out the same outage: stop here.
+                    break
             if done % step == 0 or done == len(symbols):
                 batches.flush()
                 context.log.info(
@@ -166,6 +175,17 @@ def raise_for_failures(failures: list[SymbolOutcome], total: int) -> None:
     """Fail the step naming every failed symbol; retry only if all failures are transient."""
     if not failures:
         return
+    down = next((f for f in failures if f.kind == DATABASE_DOWN), None)
+    if down is not None:
+        # One line a user can act on, not a list of symbols that were never the problem.
+        raise dg.Failure(
+            description=(
+                f"stopped: the database stayed unreachable ({down.error}); the symbols "
+                "not done by then were not started or were rolled back: rerun once "
+                "PostgreSQL is back"
+            ),
+            allow_retries=False,
+        )
     kinds = Counter(f.kind for f in failures)
     raise dg.Failure(
         description=(
