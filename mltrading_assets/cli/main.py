@@ -41,11 +41,13 @@ def _connection(url: str, begin: bool = False):
 
 
 def _init_schema(url: str) -> list[str]:
-    from mltrading_assets.db.migrate import apply_schema
+    from mltrading_assets.db.migrate import SchemaPrivilegeError, apply_schema
 
     engine = _engine(url)
     try:
         return apply_schema(engine)
+    except SchemaPrivilegeError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
 
@@ -127,13 +129,35 @@ def db() -> None:
 
 
 @db.command("init")
-def db_init() -> None:
+@click.option(
+    "--roles",
+    is_flag=True,
+    help="Also create the least-privilege roles mltrading_app (app tables in public only) "
+    "and mltrading_dagster (schema dagster only); run as the database owner. Passwords "
+    "from MLTRADING_APP_ROLE_PASSWORD / MLTRADING_DAGSTER_ROLE_PASSWORD when set.",
+)
+def db_init(roles: bool) -> None:
     """Create schemas `public` (app) and `dagster` and the app tables (idempotent)."""
     url = _environment()
     applied = _init_schema(url)
     from mltrading_assets.db.engine import redacted
 
-    click.echo(f"database {redacted(url)}: applied {', '.join(applied)}")
+    click.echo(
+        f"database {redacted(url)}: "
+        + (f"applied {', '.join(applied)}" if applied else "schema left as it is (not owner)")
+    )
+    if roles:
+        from mltrading_assets.db.migrate import apply_roles
+
+        engine = _engine(url)
+        try:
+            names = apply_roles(engine)
+        finally:
+            engine.dispose()
+        click.echo(
+            f"roles {', '.join(names)} ready: run with MLTRADING_DATABASE_URL as "
+            "mltrading_app and MLTRADING_DAGSTER_DATABASE_URL as mltrading_dagster"
+        )
 
 
 @db.command("url")
@@ -216,7 +240,7 @@ def run_assets(url: str, names: list[str], assets: list[str]) -> bool:
 
     Both assets run as the hourly refresh does: each range's features right after its bars,
     alongside the next range's bars."""
-    from mltrading_assets.cli.runner import materialize, refresh
+    from mltrading_assets.cli.runner import RunInterrupted, materialize, refresh
     from mltrading_assets.lib.dead_runs import reap_dead_runs
 
     started = time.perf_counter()
@@ -232,10 +256,18 @@ def run_assets(url: str, names: list[str], assets: list[str]) -> bool:
             click.echo(
                 f"freed pool slots held by finished runs: {', '.join(reaped.slots_freed_for)}"
             )
-        if assets == ["market_data", "features"]:
-            runs_by_asset = refresh(instance, names)
-        else:
-            runs_by_asset = {asset: materialize(instance, asset, names) for asset in assets}
+        try:
+            if assets == ["market_data", "features"]:
+                runs_by_asset = refresh(instance, names)
+            else:
+                runs_by_asset = {asset: materialize(instance, asset, names) for asset in assets}
+        except RunInterrupted as stopped:
+            click.echo(
+                f"interrupted: run {stopped.summary.run_id} stopped (symbols in flight rolled "
+                "back, the ones done are kept); no further run started",
+                err=True,
+            )
+            raise SystemExit(130) from None
     seconds = time.perf_counter() - started
     ok = True
     for asset, runs in runs_by_asset.items():

@@ -3,10 +3,13 @@ executor: each run's steps go through the multiprocess executor, exactly as in p
 
 import contextlib
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
+import psutil
 
 from mltrading_assets.defs.symbols.partitions import symbol_partitions
 from mltrading_assets.lib.dead_runs import process_tags
@@ -52,6 +55,27 @@ class RunSummary:
     success: bool
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run: no further run is started."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__(summary.run_id)
+        self.summary = summary
+
+
+# Written by Dagster's multiprocess executor (1.13.27) when it forwards an interrupt to its
+# step processes; execute_job then returns a failed result instead of raising. test_faults
+# pins it.
+INTERRUPT_MESSAGE = "received termination signal"
+
+
+def was_interrupted(instance: dg.DagsterInstance, run_id: str) -> bool:
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=1000
+    ).records
+    return any(INTERRUPT_MESSAGE in (r.event_log_entry.message or "") for r in records)
+
+
 def register_partitions(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
     """Add the symbols that are not partitions yet (one call for all); returns those added."""
     existing = set(instance.get_dynamic_partitions(symbol_partitions.name))
@@ -89,7 +113,10 @@ def _execute(
             "loggers": {"console": {"config": {"log_level": log_level}}},
         },
     ) as result:
-        return RunSummary(result.run_id, first, last, result.success)
+        summary = RunSummary(result.run_id, first, last, result.success)
+    if not summary.success and was_interrupted(instance, summary.run_id):
+        raise RunInterrupted(summary)
+    return summary
 
 
 def materialize(
@@ -141,7 +168,7 @@ def refresh(
     ranges = _ranges(instance, symbols, symbols_per_run)
     data: list[RunSummary] = []
     overlapped = []
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack, _interrupt_children_on(RunInterrupted):
         for index, (first, last) in enumerate(ranges):
             data.append(_execute(instance, "market_data", first, last, None, run_config, log_level))
             if index == len(ranges) - 1:
@@ -160,6 +187,20 @@ def refresh(
         )
         features = [future.result() for future in overlapped] + last_features
     return {"market_data": data, "features": features}
+
+
+@contextlib.contextmanager
+def _interrupt_children_on(*errors: type[BaseException]):
+    """Pass an interrupt on to the features run in the second process (a SIGTERM reached
+    only this one) before waiting for it to wind down."""
+    try:
+        yield
+    except errors:
+        for child in psutil.Process().children():
+            if "multiprocessing.spawn" in " ".join(child.cmdline()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGINT)
+        raise
 
 
 def rebuild_all(

@@ -1,0 +1,40 @@
+-- Least privilege, applied by `mltrading db init --roles` as the database owner (after the
+-- tables exist). Two login roles, no passwords here: set them from the environment
+-- (MLTRADING_APP_ROLE_PASSWORD, MLTRADING_DAGSTER_ROLE_PASSWORD) or by your own means.
+--   mltrading_app     reads and writes the application tables in public; nothing in dagster.
+--   mltrading_dagster owns schema dagster (Dagster creates and migrates its tables there);
+--                     nothing in public.
+-- Idempotent: run it again after an upgrade that adds tables.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mltrading_app') THEN
+        CREATE ROLE mltrading_app LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mltrading_dagster') THEN
+        CREATE ROLE mltrading_dagster LOGIN;
+    END IF;
+END
+$$;
+
+-- public: only the app role may use it (PostgreSQL grants USAGE to everyone by default).
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO mltrading_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO mltrading_app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO mltrading_app;
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM mltrading_dagster;
+
+-- dagster: the Dagster role owns the schema and whatever is in it already.
+REVOKE ALL ON SCHEMA dagster FROM PUBLIC;
+ALTER SCHEMA dagster OWNER TO mltrading_dagster;
+DO $$
+DECLARE
+    item record;
+BEGIN
+    FOR item IN
+        SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'dagster' AND c.relkind IN ('r', 'p', 'v', 'm')
+    LOOP
+        EXECUTE format('ALTER TABLE dagster.%I OWNER TO mltrading_dagster', item.relname);
+    END LOOP;
+END
+$$;
