@@ -9,6 +9,7 @@ from mltrading_assets.defs.features.follow import features_request_after, follow
 from mltrading_assets.defs.features.jobs import features_job
 from mltrading_assets.defs.market_data.jobs import market_data_job
 from mltrading_assets.defs.market_data.schedules import TICK_TAG
+from mltrading_assets.lib.schedule_status import default_schedule_status
 from mltrading_assets.trading_calendar import NEW_YORK, market_hours_skip_reason
 
 
@@ -44,7 +45,7 @@ def features_requests(
     job=features_job,
     cron_schedule="5 9-16 * * 1-5",
     execution_timezone=NEW_YORK,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=default_schedule_status(),
     description="Features for the symbols whose bars of this hour are in.",
 )
 def features_schedule(context: dg.ScheduleEvaluationContext):

@@ -11,6 +11,7 @@ from mltrading_assets.db.symbols import active_symbols
 from mltrading_assets.defs.market_data.jobs import market_data_job
 from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets.lib.ranged_runs import symbol_range_requests
+from mltrading_assets.lib.schedule_status import default_schedule_status
 from mltrading_assets.trading_calendar import NEW_YORK, market_hours_skip_reason
 
 TICK_TAG = "mltrading/tick"
@@ -40,7 +41,7 @@ def active_symbols_of(database: PostgresResource) -> list[str]:
     job=market_data_job,
     cron_schedule="0 9-16 * * 1-5",
     execution_timezone=NEW_YORK,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=default_schedule_status(),
     description="Hourly bars for every active symbol during NYSE hours.",
 )
 def market_data_schedule(context: dg.ScheduleEvaluationContext, database: PostgresResource):

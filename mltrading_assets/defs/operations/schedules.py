@@ -1,12 +1,13 @@
 import dagster as dg
 
 from mltrading_assets.defs.operations.jobs import retention_job
+from mltrading_assets.lib.schedule_status import default_schedule_status
 from mltrading_assets.trading_calendar import NEW_YORK
 
 retention_schedule = dg.ScheduleDefinition(
     job=retention_job,
     cron_schedule="0 3 * * *",
     execution_timezone=NEW_YORK,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=default_schedule_status(),
     description="Nightly clean-up of run history older than 30 days.",
 )
