@@ -5,6 +5,7 @@ ranged runs) on synthetic bars, and on Yahoo bars through yfinance, in a fresh d
     python -m bench --symbols 100 --baseline
     python -m bench --scenario incremental
     python -m bench --scenario yahoo_refresh --yahoo-latency 0.3
+    python -m bench --scenario scheduled_load --symbols 2000   # daemon path, 3 hourly ticks
 
 Prints a table and one machine-readable line per scenario:
 BENCH scenario=<name> symbols=<N> wall_s=<x> per_symbol_s=<y> rows_per_s=<z>
@@ -27,6 +28,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 SCENARIOS = ("full_load", "incremental", "features_100", "yahoo_refresh")
+# Asked for by name only: it starts `dagster dev` and plays hourly ticks through the daemon.
+OPT_IN = ("scheduled_load",)
 MAX_CONCURRENT_REQUESTS = 5
 # Friday 14:00 New York: the full load ends with the 13:30 bar; each later hour adds one bar
 # (14:30 and 15:30), and Monday 10:00 adds Monday's first.
@@ -60,7 +63,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--symbols", type=int, default=1000, help="number of symbols (default 1000)"
     )
-    parser.add_argument("--scenario", choices=SCENARIOS, help="run one scenario (default: all)")
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS + OPT_IN,
+        help="run one scenario (default: all but scheduled_load)",
+    )
+    parser.add_argument(
+        "--ticks", type=int, default=3, help="scheduled_load: hourly ticks to play (default 3)"
+    )
     parser.add_argument(
         "--baseline",
         action="store_true",
@@ -239,6 +249,13 @@ def run(
                 measured(
                     "features_100", sample, lambda: refresh(sample, MONDAY_CLOCK, ("features",))
                 )
+            )
+
+        if "scheduled_load" in wanted:
+            from bench.scheduled import scheduled_load
+
+            scheduled_load(
+                url, database, home, symbols, engine, instance, clock, resources, args.ticks
             )
 
         if "yahoo_refresh" in wanted and yahoo is not None:

@@ -1,0 +1,190 @@
+"""scheduled_load: hourly ticks through the daemon path, on the synthetic clock.
+
+After a full load, ``dagster dev`` (webserver, daemon, code server) runs with schedules off
+(``MLTRADING_SCHEDULES=off``) and, for each tick, the bench asks the market-data schedule's
+own function for its ranged run requests at that hour and submits them through the webserver
+(GraphQL, the UI's path) to the run queue; the daemon launches them, and the features
+follow-up sensor starts the features runs. A tick ends when every run it caused has ended.
+
+Per tick: wall time, failed runs and partitions left without features for the newest bar,
+peak client connections, the RSS of each long-lived process, event-log bytes written.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import sqlalchemy as sa
+
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _role(process: psutil.Process) -> str:
+    line = " ".join(process.cmdline())
+    # As `dagster dev` (1.13.27) starts them.
+    for marker, role in (
+        ("-m dagster._daemon run", "daemon"),
+        ("-m dagster_webserver", "webserver"),
+        ("-m dagster api grpc", "code_server"),
+        ("-m dagster code-server", "code_server_proxy"),
+    ):
+        if marker in line:
+            return role
+    return ""
+
+
+def long_lived_rss(root: psutil.Process) -> dict[str, float]:
+    """RSS (MB) of the processes that live across ticks: webserver, daemon, code server."""
+    rss: dict[str, float] = {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            role = _role(process)
+            if role:
+                rss[role] = max(rss.get(role, 0.0), process.memory_info().rss / 2**20)
+        except psutil.Error:
+            continue
+    return rss
+
+
+def scheduled_load(
+    url: str,
+    database: str,
+    home: str,
+    symbols: list[str],
+    engine: sa.Engine,
+    instance,
+    clock,
+    resources,
+    ticks: int = 3,
+) -> list[str]:
+    from bench.monitor import Monitor
+    from mltrading_assets.cli.embedded import PROJECT_ROOT
+    from mltrading_assets.defs.features.follow import FOLLOWS_TAG
+    from mltrading_assets.defs.market_data.schedules import market_data_requests
+
+    port = _free_port()
+    log = Path(home) / "dagster-dev.log"
+    env = {
+        **os.environ,
+        "MLTRADING_SCHEDULES": "off",
+        "MLTRADING_SYNTHETIC_AS_OF": clock(0),
+    }
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+        + ["-p", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        client = _wait_for_webserver(port, dev, log)
+        root = psutil.Process(dev.pid)
+
+        def scalar(sql: str) -> int:
+            with engine.connect() as conn:
+                return conn.exec_driver_sql(sql).scalar_one()
+
+        for tick in range(1, ticks + 1):
+            as_of = clock(tick)
+            requests = market_data_requests(
+                instance, symbols, pd.Timestamp(as_of), prefix=f"bench-tick-{tick}"
+            )
+            first_event = scalar("SELECT coalesce(max(id), 0) FROM dagster.event_logs")
+            with Monitor(engine, database) as monitor:
+                started = time.perf_counter()
+                bar_runs = [
+                    client.submit_job_execution(
+                        "market_data_job", run_config=resources(as_of), tags=request.tags
+                    )
+                    for request in requests
+                ]
+                statuses = _wait_for_tick(instance, bar_runs, FOLLOWS_TAG)
+                wall = time.perf_counter() - started
+            event_bytes = scalar(
+                "SELECT coalesce(sum(octet_length(event)), 0) FROM dagster.event_logs "
+                f"WHERE id > {first_event}"
+            )
+            behind = scalar(
+                "SELECT count(*) FROM (SELECT m.symbol FROM public.market_data m "
+                "LEFT JOIN public.feature_engineered_data f USING (symbol, source, timestamp) "
+                "GROUP BY m.symbol HAVING max(m.timestamp) > coalesce(max(f.timestamp), "
+                "'-infinity')) b"
+            )
+            rss = long_lived_rss(root)
+            failed = sum(status != "SUCCESS" for status in statuses)
+            line = (
+                f"BENCH scenario=scheduled_tick tick={tick} symbols={len(symbols)} "
+                f"wall_s={wall:.2f} runs={len(statuses)} failed_runs={failed} "
+                f"symbols_without_newest_features={behind} "
+                f"peak_connections={monitor.peaks.connections} "
+                f"event_log_mb={event_bytes / 2**20:.1f} "
+                + " ".join(f"rss_{role}_mb={mb:.0f}" for role, mb in sorted(rss.items()))
+            )
+            print(line, flush=True)
+            lines.append(line)
+    finally:
+        os.killpg(dev.pid, 15)
+        try:
+            dev.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, 9)
+    return lines
+
+
+def _wait_for_webserver(port: int, dev: subprocess.Popen, log: Path):
+    from dagster_graphql import DagsterGraphQLClient
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if dev.poll() is not None:
+            raise SystemExit("dagster dev exited:\n" + log.read_text()[-3000:])
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+            client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
+            # Up once the code location lists the job (dagster_graphql's own lookup, private
+            # in 1.13.27; bench only).
+            if client._get_repo_locations_and_names_with_pipeline("market_data_job"):
+                return client
+        except Exception:
+            time.sleep(1)
+    raise SystemExit("dagster dev did not come up:\n" + log.read_text()[-3000:])
+
+
+def _wait_for_tick(instance, bar_runs: list[str], follows_tag: str, timeout: float = 1800):
+    """Wait until the bar runs and the features runs that follow them have all ended."""
+    import dagster as dg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bars = [instance.get_run_by_id(run_id) for run_id in bar_runs]
+        followers = [
+            run
+            for run_id in bar_runs
+            for run in instance.get_runs(filters=dg.RunsFilter(tags={follows_tag: run_id}))
+        ]
+        done_bars = all(run.status.value in FINISHED for run in bars)
+        followed = {run.tags[follows_tag] for run in followers}
+        succeeded = {run.run_id for run in bars if run.status.value == "SUCCESS"}
+        if (
+            done_bars
+            and succeeded <= followed
+            and all(run.status.value in FINISHED for run in followers)
+        ):
+            return [run.status.value for run in bars + followers]
+        time.sleep(1)
+    raise SystemExit(f"tick not done after {timeout} s")
