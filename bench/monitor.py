@@ -1,7 +1,8 @@
 """Samples taken while a scenario runs: peak PostgreSQL connections and peak process RSS."""
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import psutil
 import sqlalchemy as sa
@@ -11,13 +12,22 @@ import sqlalchemy as sa
 class Peaks:
     connections: int = 0
     rss_mb: float = 0.0
+    # Whose connections they were at the peak: {holder: count}.
+    holders: dict = field(default_factory=dict)
 
 
 class Monitor:
     """Background sampler of ``pg_stat_activity`` (for one database) and of the RSS of this
     process and all its descendants (Dagster step processes, symbol workers)."""
 
-    def __init__(self, engine: sa.Engine, database: str, interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        database: str,
+        interval: float = 0.1,
+        holder: Callable[[str], str] = lambda name: name,
+    ) -> None:
+        self._holder = holder
         self._engine = engine
         self._database = database
         self._interval = interval
@@ -37,16 +47,25 @@ class Monitor:
         me = psutil.Process()
         with self._engine.connect() as conn:
             while not self._stop.is_set():
-                count = conn.execute(
-                    sa.text(
-                        # Client connections only: autovacuum workers show up here too.
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = :d "
-                        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-                    ),
-                    {"d": self._database},
-                ).scalar_one()
+                names = (
+                    conn.execute(
+                        sa.text(
+                            # Client connections only: autovacuum workers show up here too.
+                            "SELECT application_name FROM pg_stat_activity WHERE datname = :d "
+                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                        ),
+                        {"d": self._database},
+                    )
+                    .scalars()
+                    .all()
+                )
                 conn.rollback()  # pg_stat_activity is a per-transaction snapshot
-                self.peaks.connections = max(self.peaks.connections, count)
+                if len(names) > self.peaks.connections:
+                    self.peaks.connections = len(names)
+                    holders: dict[str, int] = {}
+                    for name in names:
+                        holders[self._holder(name)] = holders.get(self._holder(name), 0) + 1
+                    self.peaks.holders = holders
                 self.peaks.rss_mb = max(self.peaks.rss_mb, _largest_rss_mb(me))
                 self._stop.wait(self._interval)
 

@@ -44,6 +44,22 @@ def _role(process: psutil.Process) -> str:
     return ""
 
 
+def _holder(application_name: str) -> str:
+    """Whose connection: the role of a ``dagster pid N`` process, else the app's own name."""
+    if not application_name.startswith("dagster pid "):
+        return application_name or "unnamed"
+    try:
+        process = psutil.Process(int(application_name.rsplit(" ", 1)[1]))
+        line = " ".join(process.cmdline())
+    except (psutil.Error, ValueError):
+        return "dagster-gone"
+    if "execute_run" in line or "execute-run" in line:
+        return "dagster-run-worker"
+    if "multiprocessing" in line:
+        return "dagster-step"
+    return "dagster-" + (_role(process) or "other")
+
+
 def long_lived_rss(root: psutil.Process) -> dict[str, float]:
     """RSS (MB) of the processes that live across ticks: webserver, daemon, code server."""
     rss: dict[str, float] = {}
@@ -104,7 +120,7 @@ def scheduled_load(
                 instance, symbols, pd.Timestamp(as_of), prefix=f"bench-tick-{tick}"
             )
             first_event = scalar("SELECT coalesce(max(id), 0) FROM dagster.event_logs")
-            with Monitor(engine, database) as monitor:
+            with Monitor(engine, database, holder=_holder) as monitor:
                 started = time.perf_counter()
                 bar_runs = [
                     client.submit_job_execution(
@@ -131,6 +147,7 @@ def scheduled_load(
                 f"wall_s={wall:.2f} runs={len(statuses)} failed_runs={failed} "
                 f"symbols_without_newest_features={behind} "
                 f"peak_connections={monitor.peaks.connections} "
+                f"at_peak={','.join(f'{k}:{n}' for k, n in sorted(monitor.peaks.holders.items()))} "
                 f"event_log_mb={event_bytes / 2**20:.1f} "
                 + " ".join(f"rss_{role}_mb={mb:.0f}" for role, mb in sorted(rss.items()))
             )

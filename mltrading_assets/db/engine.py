@@ -1,5 +1,6 @@
 """Engines and URLs: one ``MLTRADING_DATABASE_URL`` serves the app and Dagster's storage."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -47,8 +48,14 @@ def one_connection(
 
 
 def dagster_storage_url(url: str, schema: str = DAGSTER_SCHEMA) -> str:
-    """The same database, with Dagster's tables kept in their own schema via search_path."""
-    parsed = _psycopg2(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    """The same database, with Dagster's tables kept in their own schema via search_path.
+
+    Its connections are named after the process that holds them (``dagster pid N`` in
+    ``pg_stat_activity``), so a count of connections can say whose they are.
+    """
+    parsed = _psycopg2(url).update_query_dict(
+        {"options": f"-csearch_path={schema}", "application_name": f"dagster pid {os.getpid()}"}
+    )
     return parsed.render_as_string(hide_password=False)
 
 
