@@ -60,6 +60,33 @@ def _holder(application_name: str) -> str:
     return "dagster-" + (_role(process) or "other")
 
 
+def _market_hours_after(start: str, count: int) -> list[str]:
+    """The next ``count`` top-of-the-hour ticks the schedule would run (NYSE hours)."""
+    from mltrading_assets.trading_calendar import market_hours_skip_reason
+
+    ticks, moment = [], pd.Timestamp(start).floor("h")
+    while len(ticks) < count:
+        moment += pd.Timedelta(hours=1)
+        if not market_hours_skip_reason(moment):
+            ticks.append(moment.isoformat())
+    return ticks
+
+
+def _holders_now(engine: sa.Engine, database: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        names = conn.execute(
+            sa.text(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = :d "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ),
+            {"d": database},
+        ).scalars()
+        held: dict[str, int] = {}
+        for name in names:
+            held[_holder(name)] = held.get(_holder(name), 0) + 1
+    return held
+
+
 def long_lived_rss(root: psutil.Process) -> dict[str, float]:
     """RSS (MB) of the processes that live across ticks: webserver, daemon, code server."""
     rss: dict[str, float] = {}
@@ -114,8 +141,7 @@ def scheduled_load(
             with engine.connect() as conn:
                 return conn.exec_driver_sql(sql).scalar_one()
 
-        for tick in range(1, ticks + 1):
-            as_of = clock(tick)
+        for tick, as_of in enumerate(_market_hours_after(clock(0), ticks), start=1):
             requests = market_data_requests(
                 instance, symbols, pd.Timestamp(as_of), prefix=f"bench-tick-{tick}"
             )
@@ -141,6 +167,8 @@ def scheduled_load(
                 "'-infinity')) b"
             )
             rss = long_lived_rss(root)
+            time.sleep(2)
+            at_rest = _holders_now(engine, database)
             failed = sum(status != "SUCCESS" for status in statuses)
             line = (
                 f"BENCH scenario=scheduled_tick tick={tick} symbols={len(symbols)} "
@@ -148,6 +176,7 @@ def scheduled_load(
                 f"symbols_without_newest_features={behind} "
                 f"peak_connections={monitor.peaks.connections} "
                 f"at_peak={','.join(f'{k}:{n}' for k, n in sorted(monitor.peaks.holders.items()))} "
+                f"at_rest={','.join(f'{k}:{n}' for k, n in sorted(at_rest.items()))} "
                 f"event_log_mb={event_bytes / 2**20:.1f} "
                 + " ".join(f"rss_{role}_mb={mb:.0f}" for role, mb in sorted(rss.items()))
             )

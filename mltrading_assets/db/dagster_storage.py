@@ -105,6 +105,14 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
             lambda connection, _: set_pg_statement_timeout(connection, statement_timeout),
         )
 
+    def dispose(self) -> None:
+        super().dispose()
+        # dagster-postgres expects its engines to hold no connection and never disposes
+        # them, but the kept-open one above does. DagsterInstance.dispose reaches this
+        # storage directly (not SchemaScopedPostgresStorage), so it is closed here: the code
+        # server builds an instance per sensor evaluation and leaked one connection each.
+        self._engine.dispose()
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         planned = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
         if not events or any(event.dagster_event_type != planned for event in events):
@@ -170,9 +178,3 @@ class SchemaScopedPostgresStorage(DagsterPostgresStorage):
             statement_timeout=0, pool_recycle=3600, max_overflow=1
         )
         return storage
-
-    def dispose(self) -> None:
-        super().dispose()
-        # dagster-postgres expects its engines to hold no connections and never disposes
-        # them; the kept-open event-log connection must be closed with the instance.
-        self.event_log_storage._engine.dispose()
