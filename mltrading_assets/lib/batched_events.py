@@ -21,14 +21,17 @@ from dagster._core.events import (
 
 class MaterializationBatches:
     """Collects materializations and logs them ``batch_size`` at a time, or sooner when the
-    oldest has waited ``max_wait_s`` (so the UI keeps up with a slow source)."""
+    oldest has waited ``max_wait_s`` (so the UI keeps up with a slow source); with ``hold``,
+    only when ``flush`` is called."""
 
     def __init__(
         self,
         context: dg.OpExecutionContext | dg.AssetExecutionContext,
         batch_size: int = 50,
         max_wait_s: float = 2.0,
+        hold: bool = False,
     ) -> None:
+        self._hold = hold
         self._context = getattr(context, "op_execution_context", context)
         self._batch_size = batch_size
         self._max_wait_s = max_wait_s
@@ -39,6 +42,8 @@ class MaterializationBatches:
         if not self._pending:
             self._oldest = time.monotonic()
         self._pending.append(materialization)
+        if self._hold:
+            return
         if (
             len(self._pending) >= self._batch_size
             or time.monotonic() - self._oldest >= self._max_wait_s

@@ -32,6 +32,8 @@ DATABASE_DOWN = "database"
 class BatchResult:
     succeeded: list[str]
     failures: list[SymbolOutcome]
+    # Materializations not logged yet (``record_at_end``): the caller flushes them.
+    pending: MaterializationBatches | None = None
 
 
 MARKDOWN_DETAILS = ("chart", "latest_values")
@@ -80,9 +82,13 @@ def process_symbols(
     *,
     full_refresh: bool = False,
     workers: int | None = None,
+    record_at_end: bool = False,
 ) -> BatchResult:
     """Run ``task`` for every symbol in isolated workers; record each success as a
-    materialization of ``asset_key``'s partition for that symbol."""
+    materialization of ``asset_key``'s partition for that symbol.
+
+    With ``record_at_end`` the materializations are held and returned in ``pending`` (an
+    interrupted step still logs them, so no symbol done is lost)."""
     spec = WorkSpec(
         database_url=database.url,
         source=source.source_config(),
@@ -128,7 +134,7 @@ def process_symbols(
         max_tasks=processing.max_symbols_per_worker,
         start_method=processing.start_method,
     )
-    batches = MaterializationBatches(context)
+    batches = MaterializationBatches(context, hold=record_at_end)
     try:
         for done, outcome in enumerate(outcomes, start=1):
             if outcome.ok:
@@ -150,25 +156,32 @@ def process_symbols(
                     # Every other symbol would wait out the same outage: stop here.
                     break
             if done % step == 0 or done == len(symbols):
-                batches.flush()
+                if not record_at_end:
+                    batches.flush()
                 context.log.info(
                     f"{done}/{len(symbols)} symbols done, {len(failures)} failed, "
                     f"{rows} rows written"
                 )
+    except BaseException:
+        # Symbols already written are recorded even if the step is being torn down.
+        batches.flush()
+        raise
     finally:
         # Interrupted (Ctrl-C, SIGTERM, a failure): start no further symbol.
         outcomes.close()
-        # Symbols already written are recorded even if the step is being torn down.
-        batches.flush()
         if request_slots is not None:
             request_slots.remove()
+    if not record_at_end:
+        batches.flush()
     if no_bars:
         context.log.warning(
             f"{len(no_bars)} symbols: the source has no bars in their window (see each "
             f"partition's {NO_BARS_KEY} metadata): {', '.join(no_bars[:20])}"
             + (" …" if len(no_bars) > 20 else "")
         )
-    return BatchResult(succeeded=succeeded, failures=failures)
+    return BatchResult(
+        succeeded=succeeded, failures=failures, pending=batches if record_at_end else None
+    )
 
 
 def raise_for_failures(failures: list[SymbolOutcome], total: int) -> None:
@@ -212,8 +225,13 @@ def materialize_partitions(
 ):
     """Asset body: process the run's symbol partitions, fail naming the ones that failed.
 
-    Yields no Output on purpose: each partition was recorded with its own metadata, and an
-    Output would record every partition of the range a second time, without it.
+    When every symbol succeeded the step yields a result for the whole range, so a downstream
+    step of the same run (a UI "Materialize all" or backfill of both assets) runs instead of
+    being skipped, and the backfill ends green. Dagster records that result as one
+    materialization per partition, without metadata; each symbol's own materialization,
+    with its metadata (chart, rows written, …), is logged after it, so it is the latest the
+    UI shows. A partly failed range yields no result: its good symbols are recorded, the
+    step fails naming the others, and the features sensor follows up for the good ones.
     """
     symbols = checked_partition_symbols(context)
     result = process_symbols(
@@ -225,6 +243,10 @@ def materialize_partitions(
         source,
         processing,
         workers=workers,
+        record_at_end=True,
     )
-    raise_for_failures(result.failures, len(symbols))
-    yield from ()
+    if result.failures:
+        result.pending.flush()
+        raise_for_failures(result.failures, len(symbols))
+    yield dg.MaterializeResult()
+    result.pending.flush()
