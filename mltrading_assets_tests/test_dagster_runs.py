@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from mltrading_assets.cli.runner import materialize, register_partitions
 from mltrading_assets.defs.features.assets import feature_engineered_data
+from mltrading_assets.defs.features.sensors import features_after_market_data
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.symbols.partitions import symbol_partitions
 from mltrading_assets_tests.conftest import table_count
@@ -90,7 +91,9 @@ def test_events_written_in_batches_keep_one_record_per_partition(instance, db):
         return sorted(r.event_log_entry.dagster_event.partition for r in records.records)
 
     assert partitions_of(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED) == symbols
-    assert partitions_of(dg.DagsterEventType.ASSET_MATERIALIZATION) == symbols
+    # Two per partition: the range's result (lets a downstream step of the same run go),
+    # then the symbol's own, with its metadata, which is the latest.
+    assert partitions_of(dg.DagsterEventType.ASSET_MATERIALIZATION) == sorted(symbols * 2)
     [record] = instance.get_asset_records([market_data.key])
     assert record.asset_entry.last_run_id == run.run_id
     recorded = materializations(instance, market_data)
@@ -110,6 +113,75 @@ def test_rerun_converges_without_rewriting_rows(instance, db):
     assert table_count(db, "market_data") == rows
     latest = materializations(instance, market_data)
     assert latest["AAPL"].metadata["rows_written"].value == 0
+
+    # Features with nothing new to compute: the materialization the UI now shows still
+    # carries the chart and the latest values.
+    materialize(instance, "features", ["AAPL", "MSFT"], run_config=run_config())
+    [again] = materialize(instance, "features", ["AAPL", "MSFT"], run_config=run_config())
+    assert again.success
+    latest = materializations(instance, feature_engineered_data)["MSFT"].metadata
+    assert latest["rows_written"].value == 0
+    assert latest["chart"].value.startswith("![MSFT features](data:image/png;base64,")
+    assert "| macd |" in latest["latest_values"].value
+
+
+def both_assets_job() -> dg.JobDefinition:
+    """Both assets in one job, as the UI's "Materialize all" selects them."""
+    from mltrading_assets.definitions import defs
+
+    job = dg.define_asset_job("materialize_all", selection=[market_data, feature_engineered_data])
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(job.name)
+
+
+def test_materialize_all_runs_features_in_the_same_run_and_keeps_each_symbols_metadata(
+    instance, db
+):
+    # What the UI's "Materialize all" (or a backfill of both assets) launches: one ranged run
+    # selecting both assets. The features step must run, not be skipped (a skipped one is
+    # marked failed by the backfill), and no sensor run should follow it.
+    symbols = ["ALLA", "ALLB", "ALLC"]
+    register_partitions(instance, symbols)
+    with dg.execute_job(
+        dg.reconstructable(both_assets_job),
+        instance=instance,
+        asset_selection=[market_data.key, feature_engineered_data.key],
+        tags={
+            "dagster/asset_partition_range_start": "ALLA",
+            "dagster/asset_partition_range_end": "ALLC",
+        },
+        run_config=run_config(),
+    ) as result:
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+    skipped = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.STEP_SKIPPED
+    ).records
+    assert skipped == []
+    bars = materializations(instance, market_data)
+    features = materializations(instance, feature_engineered_data)
+    for symbol in symbols:
+        assert table_count(db, "feature_engineered_data", symbol=symbol) == table_count(
+            db, "market_data", symbol=symbol
+        )
+        assert bars[symbol].metadata["rows_written"].value > 0
+        assert "chart" in features[symbol].metadata
+    status = instance.get_status_by_partition(
+        feature_engineered_data.key, symbols, symbol_partitions
+    )
+    assert {v.value for v in status.values()} == {"MATERIALIZED"}
+
+    success = next(
+        e.dagster_event
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+    )
+    context = dg.build_run_status_sensor_context(
+        sensor_name=features_after_market_data.name,
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=success,
+    )
+    assert isinstance(features_after_market_data(context), dg.SkipReason)
 
 
 def test_a_failing_symbol_fails_alone(instance, db):

@@ -14,11 +14,14 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 CHART_BARS = 200
-# A five-colour palette image: the PNG stays ~3 KB, as it is stored in every
+# A five-colour palette image: the PNG stays a few KB, as it is stored in every
 # materialization event of the symbol.
 _PALETTE = {"white": 0, "band": 1, "close": 2, "signal": 3, "grey": 4}
-_RGB = [255, 255, 255, 207, 226, 243, 31, 78, 121, 230, 145, 56, 120, 120, 120]
-WIDTH, TOP_HEIGHT, BOTTOM_HEIGHT, MARGIN = 480, 150, 70, 6
+_RGB = [255, 255, 255, 207, 226, 243, 31, 78, 121, 230, 145, 56, 110, 110, 110]
+# Sized for the UI's markdown dialog: readable without zooming.
+WIDTH, TOP_HEIGHT, BOTTOM_HEIGHT = 760, 260, 110
+LEFT, RIGHT, TITLE, GAP, AXIS = 64, 12, 18, 26, 16
+DATE_TICKS = 6
 LATEST_COLUMNS = [
     "close",
     "sma_24",
@@ -30,6 +33,9 @@ LATEST_COLUMNS = [
     "williams_r",
     "volatility_24",
 ]
+
+# Every feature the chart and the latest-values table read.
+CHART_COLUMNS = sorted({"bb_upper", "bb_lower", "macd", "macd_signal", *LATEST_COLUMNS} - {"close"})
 
 
 def _scale(values: np.ndarray, low: float, high: float, top: int, height: int) -> np.ndarray:
@@ -49,19 +55,32 @@ def _font() -> ImageFont.ImageFont:
     return ImageFont.load_default_imagefont()
 
 
+def _panel(
+    draw: ImageDraw.ImageDraw, top: int, height: int, low: float, high: float, ticks: int
+) -> None:
+    """Frame, horizontal grid lines and value labels on the left axis."""
+    draw.rectangle([LEFT, top, WIDTH - RIGHT, top + height], outline=_PALETTE["grey"])
+    for value in np.linspace(low, high, ticks):
+        y = float(_scale(np.array([value]), low, high, top, height)[0])
+        draw.line([(LEFT - 4, y), (LEFT, y)], fill=_PALETTE["grey"])
+        draw.text((4, y - 5), f"{value:.4g}", fill=_PALETTE["grey"], font=_font())
+
+
 def feature_chart_png(bars: pd.DataFrame, features: pd.DataFrame, symbol: str) -> bytes:
-    """PNG of the last ``CHART_BARS`` bars: close and Bollinger bands, MACD below."""
+    """PNG of the last ``CHART_BARS`` bars: close inside its Bollinger bands with a price
+    axis, MACD and its signal below, dates (New York) along the bottom."""
     recent = features.tail(CHART_BARS)
     close = bars.loc[recent.index, "close"].to_numpy(dtype=float)
     upper, lower = recent["bb_upper"].to_numpy(), recent["bb_lower"].to_numpy()
     macd, signal = recent["macd"].to_numpy(), recent["macd_signal"].to_numpy()
-    height = TOP_HEIGHT + BOTTOM_HEIGHT + 3 * MARGIN + 12
+    height = TITLE + TOP_HEIGHT + GAP + BOTTOM_HEIGHT + AXIS + 4
     image = Image.new("P", (WIDTH, height), _PALETTE["white"])
     image.putpalette(_RGB)
     draw = ImageDraw.Draw(image)
-    xs = np.linspace(MARGIN, WIDTH - MARGIN, len(recent))
+    xs = np.linspace(LEFT + 2, WIDTH - RIGHT - 2, len(recent))
+    stamps = recent.index.tz_convert("America/New_York")
 
-    top = MARGIN + 12
+    top = TITLE
     prices = np.concatenate([close, upper[np.isfinite(upper)], lower[np.isfinite(lower)]])
     low, high = float(np.nanmin(prices)), float(np.nanmax(prices))
     band = np.isfinite(upper) & np.isfinite(lower)
@@ -70,29 +89,42 @@ def feature_chart_png(bars: pd.DataFrame, features: pd.DataFrame, symbol: str) -
         down = _scale(lower[band], low, high, top, TOP_HEIGHT)
         outline = np.column_stack([np.r_[xs[band], xs[band][::-1]], np.r_[up, down[::-1]]])
         draw.polygon(outline.ravel().tolist(), fill=_PALETTE["band"])
+    _panel(draw, top, TOP_HEIGHT, low, high, ticks=5)
     _line(draw, xs, _scale(close, low, high, top, TOP_HEIGHT), _PALETTE["close"])
-    first, last = recent.index[0], recent.index[-1]
     draw.text(
-        (MARGIN, 2),
-        f"{symbol}  {first:%Y-%m-%d} .. {last:%Y-%m-%d %H:%M} UTC  close {close[-1]:.4g}  "
-        f"range {low:.4g}-{high:.4g}",
+        (LEFT, 3),
+        f"{symbol}  close {close[-1]:.4g} (blue) in Bollinger bands (20, 2; shaded), "
+        f"last bar {stamps[-1]:%Y-%m-%d %H:%M} New York",
         fill=_PALETTE["close"],
         font=_font(),
     )
 
-    bottom = top + TOP_HEIGHT + 2 * MARGIN
+    bottom = top + TOP_HEIGHT + GAP
+    draw.text(
+        (LEFT, bottom - 14),
+        "MACD (12, 26; blue) and signal (9; orange)",
+        fill=_PALETTE["grey"],
+        font=_font(),
+    )
     finite = np.concatenate([macd[np.isfinite(macd)], signal[np.isfinite(signal)], [0.0]])
     low, high = float(finite.min()), float(finite.max())
+    _panel(draw, bottom, BOTTOM_HEIGHT, low, high, ticks=3)
     zero = _scale(np.array([0.0]), low, high, bottom, BOTTOM_HEIGHT)[0]
-    draw.line([(MARGIN, zero), (WIDTH - MARGIN, zero)], fill=_PALETTE["grey"])
+    draw.line([(LEFT, zero), (WIDTH - RIGHT, zero)], fill=_PALETTE["grey"])
     _line(draw, xs, _scale(macd, low, high, bottom, BOTTOM_HEIGHT), _PALETTE["close"])
     _line(draw, xs, _scale(signal, low, high, bottom, BOTTOM_HEIGHT), _PALETTE["signal"])
-    draw.text(
-        (MARGIN, bottom), "MACD (blue) / signal (orange)", fill=_PALETTE["grey"], font=_font()
-    )
+
+    axis = bottom + BOTTOM_HEIGHT
+    for i in np.linspace(0, len(recent) - 1, min(DATE_TICKS, len(recent))).round().astype(int):
+        x = float(xs[i])
+        draw.line([(x, axis), (x, axis + 4)], fill=_PALETTE["grey"])
+        label = f"{stamps[i]:%b %d}"
+        draw.text(
+            (min(x - 15, WIDTH - RIGHT - 36), axis + 5), label, fill=_PALETTE["grey"], font=_font()
+        )
 
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    image.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
 
 

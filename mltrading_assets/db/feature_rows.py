@@ -136,3 +136,21 @@ def stored_values(
         {"symbol": symbol, "source": source, "at": at.to_pydatetime()},
     ).first()
     return {c: float(row[i]) if row else float("nan") for i, c in enumerate(columns)}
+
+
+def recent_features(
+    conn: sa.Connection, symbol: str, source: str, columns: list[str], bars: int
+) -> pd.DataFrame:
+    """The stored ``columns`` of the newest ``bars`` feature rows, oldest first (NaN for
+    NULL), indexed by bar start in UTC."""
+    names = [c for c in columns if c in ALL_FEATURE_COLUMNS]
+    rows = conn.execute(
+        sa.text(
+            f'SELECT "timestamp", {", ".join(names)} FROM public.feature_engineered_data '
+            'WHERE symbol = :symbol AND source = :source ORDER BY "timestamp" DESC LIMIT :n'
+        ),
+        {"symbol": symbol, "source": source, "n": bars},
+    ).all()
+    frame = pd.DataFrame(rows[::-1], columns=["timestamp", *names]).set_index("timestamp")
+    frame.index = pd.DatetimeIndex(frame.index).tz_convert("UTC")
+    return frame.astype(float)

@@ -16,7 +16,13 @@ import pandas as pd
 import sqlalchemy as sa
 import tenacity
 
-from mltrading_assets.charts import chart_markdown, feature_chart_png, latest_values_markdown
+from mltrading_assets.charts import (
+    CHART_BARS,
+    CHART_COLUMNS,
+    chart_markdown,
+    feature_chart_png,
+    latest_values_markdown,
+)
 from mltrading_assets.db.bars import first_bar_time, last_bar_time, read_bars, write_bars
 from mltrading_assets.db.corporate_actions import (
     adjust_closes,
@@ -27,7 +33,12 @@ from mltrading_assets.db.corporate_actions import (
     store_actions,
 )
 from mltrading_assets.db.engine import create_app_engine
-from mltrading_assets.db.feature_rows import first_dirty_bar, stored_values, write_features
+from mltrading_assets.db.feature_rows import (
+    first_dirty_bar,
+    recent_features,
+    stored_values,
+    write_features,
+)
 from mltrading_assets.db.gaps import missing_hours, remember_gaps
 from mltrading_assets.features import (
     CUMULATIVE_COLUMNS,
@@ -309,6 +320,13 @@ def _compute(worker: _Worker, symbol: str) -> dict[str, Any]:
                     f"{symbol}: no bars from source {source_name!r} in market_data; "
                     "materialize market_data for it first"
                 )
+            if spec.charts:
+                # Nothing new, but this materialization becomes the one the UI shows: it
+                # carries the chart and latest values too, drawn from the stored rows.
+                stored = recent_features(conn, symbol, source_name, CHART_COLUMNS, CHART_BARS)
+                if len(stored):
+                    bars = read_bars(conn, symbol, source_name, since=stored.index[0])
+                    details.update(_pictures(bars, stored, symbol))
             return details
         bars = read_bars(conn, symbol, source_name, since=dirty, lookback=LOOKBACK_BARS)
         carry = None
@@ -327,9 +345,17 @@ def _compute(worker: _Worker, symbol: str) -> dict[str, Any]:
     details.update(bars_read=len(bars), rows_written=counts.written, **_bar_span(features.index))
     if spec.charts:
         # Drawn after the commit: the picture must never hold the transaction open.
-        details["chart"] = chart_markdown(feature_chart_png(bars, computed, symbol), symbol)
-        details["latest_values"] = latest_values_markdown(bars, computed)
+        details.update(_pictures(bars, computed, symbol))
     return details
+
+
+def _pictures(bars: pd.DataFrame, features: pd.DataFrame, symbol: str) -> dict[str, str]:
+    if features.empty:
+        return {}
+    return {
+        "chart": chart_markdown(feature_chart_png(bars, features, symbol), symbol),
+        "latest_values": latest_values_markdown(bars, features),
+    }
 
 
 def build_features(symbol: str) -> dict[str, Any]:
