@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -368,14 +367,17 @@ def demo(symbol_opts: tuple[str, ...]) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
 def ui(host: str, port: int) -> None:
-    """Start the Dagster UI and daemon (`dagster dev`) on this project's database."""
+    """Start the Dagster UI and daemon (`dagster dev`) on this project's database.
+
+    Ctrl-C or SIGTERM stop it and everything it started within 15 s."""
     from mltrading_assets.cli.embedded import PROJECT_ROOT
+    from mltrading_assets.cli.serve import serve
 
     url = _environment()
     _init_schema(url)
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
     click.echo(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
-    raise SystemExit(subprocess.call([*command, "-h", host, "-p", str(port)], cwd=PROJECT_ROOT))
+    raise SystemExit(serve([*command, "-h", host, "-p", str(port)], PROJECT_ROOT))
 
 
 @main.command()
