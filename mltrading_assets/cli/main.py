@@ -5,6 +5,7 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import click
 
@@ -377,7 +378,10 @@ def ui(host: str, port: int) -> None:
     _init_schema(url)
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
     click.echo(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
-    raise SystemExit(serve([*command, "-h", host, "-p", str(port)], PROJECT_ROOT))
+    # Run from DAGSTER_HOME: from the repository, Dagster warned that the dagster.yaml there
+    # "will not be used", though DAGSTER_HOME links to that very file.
+    home = Path(os.environ["DAGSTER_HOME"])
+    raise SystemExit(serve([*command, "-h", host, "-p", str(port)], home))
 
 
 @main.command()

@@ -20,9 +20,24 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _hear_interrupts() -> None:
+    # A command started in the background by a non-interactive shell (a service script, CI)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
+    # SIGINT we send on stop would be lost.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def serve(command: list[str], cwd: Path, grace_seconds: float = GRACE_SECONDS) -> int:
     """Run ``command`` until it exits or we are told to stop; returns its exit code."""
-    child = subprocess.Popen(command, cwd=cwd, start_new_session=True)
+    env = {
+        **os.environ,
+        # `dagster dev` warns that it is superseded by `dg dev` (dagster-dg-cli, a tool we
+        # do not ship); the warning tells a user of `mltrading ui` nothing.
+        "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded",
+    }
+    child = subprocess.Popen(
+        command, cwd=cwd, env=env, start_new_session=True, preexec_fn=_hear_interrupts
+    )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return child.wait()
