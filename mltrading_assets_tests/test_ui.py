@@ -1,0 +1,315 @@
+"""The UI flows the README recommends, clicked through in a real browser: Debian's Chromium
+driven by Playwright, against `mltrading ui` on the embedded database.
+
+Each step saves a screenshot under test-output/ui/<test>/ (kept when a test fails).
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import sqlalchemy as sa
+
+from mltrading_assets.cli.embedded import PROJECT_ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = PROJECT_ROOT / "test-output" / "ui"
+AS_OF = "2026-11-20T21:00:00Z"
+UI_SYMBOLS = ["UIA", "UIB", "UIC"]
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("Debian's chromium is missing: `apt-get install chromium`")
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True
+    )
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class UI:
+    """`mltrading ui` on the embedded server of a fresh MLTRADING_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("MLTRADING_DATABASE_URL", "DAGSTER_HOME")
+        }
+        self.env.update(
+            MLTRADING_HOME=str(home),
+            MLTRADING_SYNTHETIC_AS_OF=AS_OF,
+            MLTRADING_WORKERS="2",
+            # The test plays the user; no hourly tick should start runs of its own.
+            MLTRADING_SCHEDULES="off",
+        )
+        self.cli("db", "init")
+        self.url = self.cli("db", "url").stdout.strip()
+        self.log = home / "ui.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mltrading_assets.cli", "ui", "--port", str(self.port)],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "mltrading_assets.cli", *args],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+
+    def python(self, code: str) -> None:
+        """Run ``code`` against this UI's instance (the user's own Python, say)."""
+        env = {
+            **self.env,
+            "MLTRADING_DATABASE_URL": self.url,
+            "DAGSTER_HOME": str(self.home / "dagster_home"),
+        }
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+
+    def sql(self, statement: str, **params) -> list[tuple]:
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(sa.text(statement), params)]
+        finally:
+            engine.dispose()
+
+    def wait_until(self, what: str, condition, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            if condition():
+                return
+            time.sleep(1)
+        raise AssertionError(f"not in {timeout} s: {what}\n{self.log.read_text()[-3000:]}")
+
+    def materialized(self, asset: str) -> set[str]:
+        rows = self.sql(
+            "SELECT DISTINCT partition FROM dagster.event_logs "
+            "WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key = :key",
+            key=f'["{asset}"]',
+        )
+        return {row[0] for row in rows}
+
+    def runs(self) -> list[tuple]:
+        return self.sql("SELECT run_id, status FROM dagster.runs ORDER BY create_timestamp")
+
+    def left_running(self) -> list[str]:
+        left = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getsid(process.pid) == self.process.pid and process.status() != "zombie":
+                    left.append(" ".join(process.cmdline())[:100])
+        return left
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    server = UI(tmp_path_factory.mktemp("ui-home"))
+    try:
+        server.wait_until(
+            "the UI answers with the code location loaded",
+            lambda: _location_loaded(server.base),
+            timeout=180,
+        )
+        yield server
+    finally:
+        if server.process.poll() is None:
+            os.killpg(server.process.pid, signal.SIGKILL)
+        with contextlib.suppress(AssertionError):
+            server.cli("db", "stop")
+
+
+def _location_loaded(base: str) -> bool:
+    import urllib.request
+
+    query = (
+        b'{"query": "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"}'
+    )
+    request = urllib.request.Request(
+        f"{base}/graphql", data=query, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return b'"LOADED"' in answer.read()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+class Steps:
+    """One screenshot per step, numbered, under the test's own folder."""
+
+    def __init__(self, page: Page, folder: Path) -> None:
+        self.page, self.folder, self.count = page, folder, 0
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+
+    def shot(self, name: str) -> None:
+        self.count += 1
+        self.page.screenshot(path=self.folder / f"{self.count:02d}-{name}.png", full_page=True)
+
+
+@pytest.fixture
+def page(browser, ui, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    # Dagster's "Join the community" prompt would cover the first dialog of every session.
+    context.add_init_script("window.localStorage.setItem('communityNux', '1')")
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.steps = Steps(page, SCREENSHOTS / request.node.name)
+    yield page
+    with contextlib.suppress(Exception):
+        page.steps.shot("end")
+    context.close()
+
+
+def open_page(page: Page, ui: UI, path: str) -> None:
+    page.goto(ui.base + path)
+    skip = page.get_by_role("button", name="Skip")
+    with contextlib.suppress(Exception):
+        skip.click(timeout=3000)
+
+
+def test_materialize_one_partition_from_the_asset_page(ui, page):
+    ui.python(
+        "import dagster as dg\n"
+        "with dg.DagsterInstance.get() as i:\n"
+        f"    i.add_dynamic_partitions('symbols', {UI_SYMBOLS!r})\n"
+    )
+    open_page(page, ui, "/assets/market_data")
+    page.steps.shot("asset-page")
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    # The custom selection opens empty or with every partition (it varies): make it UIA.
+    dialog.get_by_role("button", name="Custom").click()
+    page.wait_for_timeout(1000)
+    if dialog.locator('[data-tooltip="UIA"]').count() == 0:
+        dialog.get_by_text("Select a partition or create one").click()
+        page.get_by_role("menuitem", name="UIA", exact=True).click()
+        dialog.get_by_text("Launch runs to materialize market_data").click()  # close the list
+    for symbol in UI_SYMBOLS[1:]:
+        chosen = dialog.locator(f'[data-tooltip="{symbol}"]')
+        if chosen.count():
+            chosen.get_by_role("img", name="close").click()
+    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    page.steps.shot("one-partition-chosen")
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    ui.wait_until("UIA's bars are materialized", lambda: "UIA" in ui.materialized("market_data"))
+    ui.wait_until("the run ended", lambda: all(s != "STARTED" for _, s in ui.runs()))
+    assert [status for _, status in ui.runs()][:1] == ["SUCCESS"]
+    open_page(page, ui, "/assets/market_data?view=partitions&partition=UIA")
+    expect(page.get_by_text("rows_written").first).to_be_visible()
+    page.steps.shot("partition-materialized")
+
+
+def test_materialize_all_ends_green_with_both_assets_for_every_symbol(ui, page):
+    open_page(page, ui, "/asset-groups/market")
+    page.get_by_role("button", name="Materialize all…").click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize 2 assets")
+    dialog.get_by_role("button", name="All", exact=True).click()
+    expect(dialog.get_by_text(f"{len(UI_SYMBOLS)} partitions")).to_be_visible()
+    page.steps.shot("all-partitions")
+    dialog.get_by_role("button", name="Launch backfill").click()
+
+    def backfill_status() -> str:
+        rows = ui.sql("SELECT status FROM dagster.bulk_actions ORDER BY id DESC LIMIT 1")
+        return rows[0][0] if rows else ""
+
+    ui.wait_until("the backfill ended", lambda: backfill_status().startswith("COMPLETED"))
+    # The backfill's last say comes a daemon tick after its runs: wait for it to settle.
+    time.sleep(5)
+    assert backfill_status() == "COMPLETED_SUCCESS"
+    assert ui.materialized("market_data") >= set(UI_SYMBOLS)
+    assert ui.materialized("feature_engineered_data") >= set(UI_SYMBOLS)
+    assert ui.sql(
+        "SELECT count(*) FROM dagster.event_logs WHERE dagster_event_type = 'STEP_FAILURE'"
+    ) == [(0,)]
+    [(backfill_id,)] = ui.sql("SELECT key FROM dagster.bulk_actions ORDER BY id DESC LIMIT 1")
+    open_page(page, ui, f"/runs/b/{backfill_id}")
+    expect(page.get_by_text("100% completed")).to_have_count(2)
+    text = page.inner_text("body")
+    assert re.search(r"Status\s+Succeeded", text), text
+    # targeted, in progress, succeeded, failed: the features step is not reported failed.
+    n = len(UI_SYMBOLS)
+    for asset in ("market_data", "feature_engineered_data"):
+        assert re.search(rf"{asset}\s+100% completed\s+{n}\s+0\s+{n}\s+0", text), text
+    page.steps.shot("backfill-succeeded")
+    page.steps.shot("backfill-green-in-runs")
+
+
+def test_a_feature_partition_shows_its_chart(ui, page):
+    open_page(page, ui, "/assets/feature_engineered_data?view=partitions&partition=UIB")
+    expect(page.get_by_text("latest_values").first).to_be_visible()
+    page.steps.shot("partition-page")
+    row = page.locator("tr", has=page.get_by_text("chart", exact=True))
+    row.get_by_text(re.compile("Show Markdown", re.I)).click()
+    image = page.get_by_role("dialog").locator("img[src^='data:image/png']")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.naturalWidth") >= 700
+    page.steps.shot("chart")
+
+
+def test_a_symbol_added_from_the_cli_is_loaded_once(ui, page):
+    ui.cli("symbols", "add", "UID")
+    ui.wait_until(
+        "UID's bars and features are in",
+        lambda: "UID" in ui.materialized("feature_engineered_data"),
+        timeout=300,
+    )
+    time.sleep(15)  # a second load would have been requested by now (sensor: 30 s)
+    loads = ui.sql(
+        "SELECT count(DISTINCT r.run_id) FROM dagster.runs r "
+        "JOIN dagster.run_tags t ON t.run_id = r.run_id "
+        "WHERE r.pipeline_name = 'market_data_job' "
+        "AND t.key = 'dagster/asset_partition_range_start' AND t.value = 'UID'"
+    )
+    assert loads == [(1,)]
+    open_page(page, ui, "/assets/feature_engineered_data?view=partitions&partition=UID")
+    expect(page.get_by_text("rows_written").first).to_be_visible()
+    page.steps.shot("loaded-once")
+
+
+def test_the_ui_stops_on_sigterm_with_everything_it_started(ui):
+    started = time.monotonic()
+    ui.process.send_signal(signal.SIGTERM)
+    ui.process.wait(20)
+    while ui.left_running() and time.monotonic() - started < 15:
+        time.sleep(0.2)
+    assert not ui.left_running()
+    assert time.monotonic() - started < 15
