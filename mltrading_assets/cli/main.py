@@ -195,14 +195,35 @@ def add_symbols(url: str, instance, names: list[str]) -> list[str]:
 @symbols.command("add")
 @click.argument("names", nargs=-1, required=True, metavar="SYMBOLS...")
 def symbols_add(names: tuple[str, ...]) -> None:
-    """Add symbols (e.g. AAPL MSFT BRK-B ^GSPC); then materialize them or backfill in the UI."""
+    """Add symbols (e.g. AAPL MSFT BRK-B ^GSPC). While `mltrading ui` (the daemon) runs, their
+    history loads by itself within a minute: no backfill needed."""
     parsed = _parse_symbols(names)
     url = _environment()
     _init_schema(url)
     with _instance() as instance:
         new = add_symbols(url, instance, parsed)
-    click.echo(f"added {len(new)} new symbol partition(s): {' '.join(new) or '-'}")
-    click.echo(f"load them with: mltrading materialize --symbols {','.join(parsed)}")
+    known = len(parsed) - len(new)
+    click.echo(
+        f"added {len(new)} symbol(s): {_few(new)}"
+        + (f"; {known} already registered" if known else "")
+    )
+    load = (
+        f"mltrading materialize --symbols {','.join(parsed)}"
+        if len(parsed) <= 10
+        else "mltrading materialize (every active symbol)"
+    )
+    click.echo(
+        "with `mltrading ui` running, symbol_universe_sensor loads their history within a "
+        f"minute (a UI backfill would load them twice); without it: {load}"
+    )
+
+
+def _few(names: list[str], shown: int = 10) -> str:
+    """A long list of names, shortened for one line."""
+    if not names:
+        return "-"
+    more = f" … and {len(names) - shown} more" if len(names) > shown else ""
+    return " ".join(names[:shown]) + more
 
 
 @symbols.command("remove")
