@@ -122,13 +122,20 @@ class UI:
     def runs(self) -> list[tuple]:
         return self.sql("SELECT run_id, status FROM dagster.runs ORDER BY create_timestamp")
 
-    def left_running(self) -> list[str]:
-        left = []
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, ProcessLookupError):
-                if os.getsid(process.pid) == self.process.pid and process.status() != "zombie":
-                    left.append(" ".join(process.cmdline())[:100])
-        return left
+    def tree(self) -> list[psutil.Process]:
+        """The `mltrading ui` process and everything it started (`dagster dev` runs in a
+        session of its own, so a process group would not cover it)."""
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
+
+def still_running(processes: list[psutil.Process]) -> list[str]:
+    left = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                left.append(" ".join(process.cmdline())[:100])
+    return left
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +150,9 @@ def ui(tmp_path_factory):
         yield server
     finally:
         if server.process.poll() is None:
-            os.killpg(server.process.pid, signal.SIGKILL)
+            for process in server.tree():
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
         with contextlib.suppress(AssertionError):
             server.cli("db", "stop")
 
@@ -306,10 +315,12 @@ def test_a_symbol_added_from_the_cli_is_loaded_once(ui, page):
 
 
 def test_the_ui_stops_on_sigterm_with_everything_it_started(ui):
+    tree = ui.tree()
+    assert any("dagster._daemon" in " ".join(p.cmdline()) for p in tree)  # it is all there
     started = time.monotonic()
     ui.process.send_signal(signal.SIGTERM)
     ui.process.wait(20)
-    while ui.left_running() and time.monotonic() - started < 15:
+    while still_running(tree) and time.monotonic() - started < 15:
         time.sleep(0.2)
-    assert not ui.left_running()
+    assert still_running(tree) == []
     assert time.monotonic() - started < 15
