@@ -3,6 +3,9 @@ an embedded one. Each session works in its own fresh database, dropped at the en
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import uuid
 import warnings
@@ -147,3 +150,38 @@ def spec(database_url, tmp_path, db):
     from mltrading_assets_tests.test_yahoo import yahoo_spec
 
     return yahoo_spec(database_url, tmp_path)
+
+
+def run_cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`mltrading ARGS` in a subprocess with ``env``; with ``check``, it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mltrading_assets.cli", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def success_sensor_context(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, sensor: dg.RunStatusSensorDefinition
+) -> dg.RunStatusSensorContext:
+    """What the daemon hands ``sensor`` once ``run`` has succeeded."""
+    success = next(
+        e.dagster_event
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+    )
+    return dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_instance=instance, dagster_run=run, dagster_event=success
+    )

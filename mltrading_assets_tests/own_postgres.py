@@ -9,13 +9,14 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from mltrading_assets_tests.conftest import free_port
 
 
 def _bin(name: str) -> str:
@@ -27,19 +28,13 @@ def _bin(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class OwnPostgres:
     """``start``/``stop``/``restart`` one throw-away cluster; ``url(db)`` for a database."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mltrading-fault-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as_postgres:
             self.root.chmod(0o755)

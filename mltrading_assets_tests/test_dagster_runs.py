@@ -13,7 +13,7 @@ from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.features.sensors import features_after_market_data
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.symbols.partitions import symbol_partitions
-from mltrading_assets_tests.conftest import table_count
+from mltrading_assets_tests.conftest import success_sensor_context, table_count
 
 AS_OF = "2026-11-20T21:00:00Z"
 
@@ -169,17 +169,7 @@ def test_materialize_all_runs_features_in_the_same_run_and_keeps_each_symbols_me
     )
     assert {v.value for v in status.values()} == {"MATERIALIZED"}
 
-    success = next(
-        e.dagster_event
-        for e in instance.all_logs(run.run_id)
-        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
-    )
-    context = dg.build_run_status_sensor_context(
-        sensor_name=features_after_market_data.name,
-        dagster_instance=instance,
-        dagster_run=run,
-        dagster_event=success,
-    )
+    context = success_sensor_context(instance, run, features_after_market_data)
     assert isinstance(features_after_market_data(context), dg.SkipReason)
 
 

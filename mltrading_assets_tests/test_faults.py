@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from mltrading_assets.cli.embedded import PROJECT_ROOT
 from mltrading_assets.sources.synthetic import SyntheticSource
+from mltrading_assets_tests.conftest import run_cli
 from mltrading_assets_tests.own_postgres import OwnPostgres
 from mltrading_assets_tests.test_bars_stay_true import assert_features_equal_a_full_recompute
 
@@ -58,17 +59,7 @@ class Platform:
         self.cli("symbols", "add", *SYMBOLS)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [sys.executable, "-m", "mltrading_assets.cli", *args],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check:
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        return done
+        return run_cli(self.env, *args, check=check)
 
     def start_materialize(self) -> subprocess.Popen:
         return subprocess.Popen(

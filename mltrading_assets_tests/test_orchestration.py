@@ -16,6 +16,7 @@ from mltrading_assets.defs.market_data.schedules import TICK_TAG, market_data_sc
 from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets.defs.symbols.sensors import symbol_universe_sensor
 from mltrading_assets.lib.ranged_runs import contiguous_ranges
+from mltrading_assets_tests.conftest import success_sensor_context
 from mltrading_assets_tests.test_dagster_runs import run_config
 
 
@@ -137,17 +138,7 @@ def test_features_follow_a_finished_data_run_exactly_once(instance, universe):
     universe(["AAPL", "MSFT"])
     [data_run] = materialize(instance, "market_data", ["AAPL", "MSFT"], run_config=run_config())
     run = instance.get_run_by_id(data_run.run_id)
-    success = next(
-        e.dagster_event
-        for e in instance.all_logs(run.run_id)
-        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
-    )
-    context = dg.build_run_status_sensor_context(
-        sensor_name=features_after_market_data.name,
-        dagster_instance=instance,
-        dagster_run=run,
-        dagster_event=success,
-    )
+    context = success_sensor_context(instance, run, features_after_market_data)
     request = features_after_market_data(context)
     assert request.job_name == "features_job"
     assert request.tags["dagster/asset_partition_range_start"] == "AAPL"

@@ -3,14 +3,13 @@ tables and a Dagster role that can touch only schema `dagster`; the platform run
 and neither password shows up in what it stores or prints."""
 
 import os
-import subprocess
-import sys
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.cli.embedded import PROJECT_ROOT, ensure_database
+from mltrading_assets.cli.embedded import ensure_database
+from mltrading_assets_tests.conftest import run_cli
 
 APP_PASSWORD = "app-Secret-0f3c"
 DAGSTER_PASSWORD = "dagster-Secret-9a1e"
@@ -48,22 +47,9 @@ def roles_database(server_url, tmp_path):
     admin.dispose()
 
 
-def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, "-m", "mltrading_assets.cli", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
 def test_each_role_touches_only_its_own_schema_and_the_platform_runs_with_them(roles_database):
     owner, env = roles_database
-    cli(env, "db", "init", "--roles")
+    run_cli(env, "db", "init", "--roles")
     app = as_role(owner, "mltrading_app", APP_PASSWORD)
     dagster = as_role(owner, "mltrading_dagster", DAGSTER_PASSWORD)
     run_env = {
@@ -72,8 +58,8 @@ def test_each_role_touches_only_its_own_schema_and_the_platform_runs_with_them(r
         "MLTRADING_DAGSTER_DATABASE_URL": dagster,
         "MLTRADING_SYNTHETIC_AS_OF": "2026-11-20T21:00:00Z",
     }
-    printed = cli(run_env, "symbols", "add", "ROLEA,ROLEB")
-    printed_run = cli(run_env, "materialize")
+    printed = run_cli(run_env, "symbols", "add", "ROLEA,ROLEB")
+    printed_run = run_cli(run_env, "materialize")
     assert "2 symbols in" in printed_run.stdout
 
     engine = sa.create_engine(owner)

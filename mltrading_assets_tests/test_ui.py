@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from mltrading_assets.cli.embedded import PROJECT_ROOT
+from mltrading_assets_tests.conftest import free_port, run_cli
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = PROJECT_ROOT / "test-output" / "ui"
@@ -36,18 +36,12 @@ if not Path(CHROMIUM).exists():
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class UI:
     """`mltrading ui` on the embedded server of a fresh MLTRADING_HOME."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {
             k: v
@@ -74,16 +68,7 @@ class UI:
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [sys.executable, "-m", "mltrading_assets.cli", *args],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        return done
+        return run_cli(self.env, *args)
 
     def python(self, code: str) -> None:
         """Run ``code`` against this UI's instance (the user's own Python, say)."""
