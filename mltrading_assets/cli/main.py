@@ -80,11 +80,12 @@ def _unreachable_database(exc: BaseException) -> str | None:
     import psycopg2
     import sqlalchemy as sa
 
+    from mltrading_assets.db.engine import first_line
+
     seen = exc
     while seen is not None:
         if isinstance(seen, sa.exc.OperationalError | psycopg2.OperationalError):
-            original = getattr(seen, "orig", None) or seen
-            return (str(original).strip().splitlines() or [type(seen).__name__])[0]
+            return first_line(seen)
         seen = seen.__cause__ or seen.__context__
     return None
 

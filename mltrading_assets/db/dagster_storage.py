@@ -22,7 +22,12 @@ from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, pg_url_from_config, set_pg_statement_timeout
 
-from mltrading_assets.db.engine import DAGSTER_SCHEMA, dagster_storage_url, one_connection
+from mltrading_assets.db.engine import (
+    DAGSTER_SCHEMA,
+    dagster_storage_url,
+    first_line,
+    one_connection,
+)
 
 # Dagster hands the events of a batch (a run's ASSET_MATERIALIZATION_PLANNED events, the
 # per-symbol materializations symbol_batch.py logs in batches) to the storage together only
@@ -40,8 +45,7 @@ class _OneLineRetryWarnings(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if str(record.msg).startswith("Retrying failed database connection") and record.args:
-            reason = getattr(record.args[0], "orig", None) or record.args[0]
-            record.args = ((str(reason).strip().splitlines() or [""])[0],)
+            record.args = (first_line(record.args[0]),)
         return True
 
 

@@ -59,5 +59,12 @@ def dagster_storage_url(url: str, schema: str = DAGSTER_SCHEMA) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a database error: the driver's own message, without SQLAlchemy's
+    statement, parameters and link."""
+    original = getattr(exc, "orig", None) or exc
+    return (str(original).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def redacted(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)

@@ -32,7 +32,7 @@ from mltrading_assets.db.corporate_actions import (
     rebase_older_bars,
     store_actions,
 )
-from mltrading_assets.db.engine import create_app_engine
+from mltrading_assets.db.engine import create_app_engine, first_line
 from mltrading_assets.db.feature_rows import (
     first_dirty_bar,
     recent_features,
@@ -135,7 +135,7 @@ def _classified(symbol: str, exc: Exception) -> SymbolTaskError:
         return SymbolTaskError("bad_input", str(exc))
     if isinstance(exc, sa.exc.DBAPIError):
         return SymbolTaskError(
-            "error", f"{symbol}: database error, nothing written: {_first_line(exc)}"
+            "error", f"{symbol}: database error, nothing written: {first_line(exc)}"
         )
     return SymbolTaskError("error", f"{symbol}: {type(exc).__name__}: {exc}")
 
@@ -145,10 +145,6 @@ def connection_lost(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _run(symbol: str, body) -> dict[str, Any]:
@@ -170,7 +166,7 @@ def _run(symbol: str, body) -> dict[str, Any]:
             raise SymbolTaskError(
                 "database",
                 f"{symbol}: database unreachable for {worker.spec.database_outage_seconds:g} s, "
-                f"nothing written: {_first_line(exc)}",
+                f"nothing written: {first_line(exc)}",
             ) from None
         raise _classified(symbol, exc) from None
     retries = retrying.statistics.get("attempt_number", 1) - 1
