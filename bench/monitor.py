@@ -47,27 +47,34 @@ class Monitor:
         me = psutil.Process()
         with self._engine.connect() as conn:
             while not self._stop.is_set():
-                names = (
-                    conn.execute(
-                        sa.text(
-                            # Client connections only: autovacuum workers show up here too.
-                            "SELECT application_name FROM pg_stat_activity WHERE datname = :d "
-                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-                        ),
-                        {"d": self._database},
-                    )
-                    .scalars()
-                    .all()
-                )
+                names = client_connections(conn, self._database)
                 conn.rollback()  # pg_stat_activity is a per-transaction snapshot
                 if len(names) > self.peaks.connections:
                     self.peaks.connections = len(names)
-                    holders: dict[str, int] = {}
-                    for name in names:
-                        holders[self._holder(name)] = holders.get(self._holder(name), 0) + 1
-                    self.peaks.holders = holders
+                    self.peaks.holders = count_by(names, self._holder)
                 self.peaks.rss_mb = max(self.peaks.rss_mb, _largest_rss_mb(me))
                 self._stop.wait(self._interval)
+
+
+def client_connections(conn: sa.Connection, database: str) -> list[str]:
+    """The application names of ``database``'s client connections, other than ``conn``."""
+    return list(
+        conn.execute(
+            sa.text(
+                # Client connections only: autovacuum workers show up here too.
+                "SELECT application_name FROM pg_stat_activity WHERE datname = :d "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ),
+            {"d": database},
+        ).scalars()
+    )
+
+
+def count_by(names: list[str], holder: Callable[[str], str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[holder(name)] = counts.get(holder(name), 0) + 1
+    return counts
 
 
 def _largest_rss_mb(root: psutil.Process) -> float:

@@ -72,21 +72,6 @@ def _market_hours_after(start: str, count: int) -> list[str]:
     return ticks
 
 
-def _holders_now(engine: sa.Engine, database: str) -> dict[str, int]:
-    with engine.connect() as conn:
-        names = conn.execute(
-            sa.text(
-                "SELECT application_name FROM pg_stat_activity WHERE datname = :d "
-                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-            ),
-            {"d": database},
-        ).scalars()
-        held: dict[str, int] = {}
-        for name in names:
-            held[_holder(name)] = held.get(_holder(name), 0) + 1
-    return held
-
-
 def long_lived_rss(root: psutil.Process) -> dict[str, float]:
     """RSS (MB) of the processes that live across ticks: webserver, daemon, code server."""
     rss: dict[str, float] = {}
@@ -111,7 +96,7 @@ def scheduled_load(
     resources,
     ticks: int = 3,
 ) -> list[str]:
-    from bench.monitor import Monitor
+    from bench.monitor import Monitor, client_connections, count_by
     from mltrading_assets.cli.embedded import PROJECT_ROOT
     from mltrading_assets.defs.features.follow import FOLLOWS_TAG
     from mltrading_assets.defs.market_data.schedules import market_data_requests
@@ -168,7 +153,8 @@ def scheduled_load(
             )
             rss = long_lived_rss(root)
             time.sleep(2)
-            at_rest = _holders_now(engine, database)
+            with engine.connect() as conn:
+                at_rest = count_by(client_connections(conn, database), _holder)
             failed = sum(status != "SUCCESS" for status in statuses)
             line = (
                 f"BENCH scenario=scheduled_tick tick={tick} symbols={len(symbols)} "
