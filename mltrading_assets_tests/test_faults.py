@@ -7,6 +7,7 @@ a rerun converges: no duplicate key, no bar missing against the source, features
 full recompute.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -154,17 +155,19 @@ def step_and_workers(cli: subprocess.Popen, timeout: float = 60) -> tuple[psutil
     """The step process (forkserver child of the CLI's forkserver) and its symbol workers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for forkserver in psutil.Process(cli.pid).children():
-            if "multiprocessing.forkserver" not in " ".join(forkserver.cmdline()):
-                continue
-            for step in forkserver.children():
-                workers = [
-                    child
-                    for child in step.children()
-                    if "multiprocessing" in " ".join(child.cmdline())
-                ]
-                if workers:
-                    return step, workers
+        # Processes come and go while the tree is walked (a CLI helper, a replaced worker).
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for forkserver in psutil.Process(cli.pid).children():
+                if "multiprocessing.forkserver" not in " ".join(forkserver.cmdline()):
+                    continue
+                for step in forkserver.children():
+                    workers = [
+                        child
+                        for child in step.children()
+                        if "multiprocessing" in " ".join(child.cmdline())
+                    ]
+                    if workers:
+                        return step, workers
         time.sleep(0.1)
     raise AssertionError("no step process with workers appeared")
 
