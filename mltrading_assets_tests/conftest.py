@@ -26,6 +26,7 @@ APP_TABLES = [
     "feature_engineered_data",
     "known_gaps",
     "market_data",
+    "model_predictions",
     "stock_info",
     "system_logs",
 ]

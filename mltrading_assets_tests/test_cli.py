@@ -14,13 +14,18 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def test_definitions_load_with_both_assets_and_jobs():
+def test_definitions_load_with_every_asset_and_job():
     assert {a.key.to_user_string() for a in defs.resolve_all_asset_specs()} == {
         "market_data",
         "feature_engineered_data",
+        "training_dataset",
+        "candidate_model",
+        "model_evaluation",
+        "champion_model",
+        "model_predictions",
     }
-    assert defs.resolve_job_def("market_data_job")
-    assert defs.resolve_job_def("features_job")
+    for job in ("market_data_job", "features_job", "model_training_job", "model_predictions_job"):
+        assert defs.resolve_job_def(job)
 
 
 def test_help_lists_the_commands():

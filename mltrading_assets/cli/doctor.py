@@ -13,6 +13,7 @@ APP_TABLES = (
     "corporate_actions",
     "known_gaps",
     "system_logs",
+    "model_predictions",
 )
 # A few of the tables dagster-postgres creates; enough to tell where its storage went.
 DAGSTER_TABLES = ("runs", "event_logs", "jobs", "instance_info")

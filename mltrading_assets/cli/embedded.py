@@ -6,13 +6,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from mltrading_assets.paths import PROJECT_ROOT, project_home
+
 DATABASE_NAME = "mltrading"
-
-
-def project_home() -> Path:
-    """Local state (embedded database, Dagster home): ``MLTRADING_HOME`` or ``.mltrading``."""
-    return Path(os.environ.get("MLTRADING_HOME", PROJECT_ROOT / ".mltrading")).resolve()
 
 
 def pgserver_module():

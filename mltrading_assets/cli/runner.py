@@ -40,10 +40,23 @@ def quality_checks_job_def() -> dg.JobDefinition:
     return defs.resolve_job_def("quality_checks_job")
 
 
+def model_training_job_def() -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return defs.resolve_job_def("model_training_job")
+
+
+def model_predictions_job_def() -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return defs.resolve_job_def("model_predictions_job")
+
+
 JOBS = {
     "market_data": market_data_job_def,
     "features": features_job_def,
     "checks": quality_checks_job_def,
+    "predictions": model_predictions_job_def,
 }
 
 
@@ -207,8 +220,23 @@ def rebuild_all(
     instance: dg.DagsterInstance, run_config: dict | None = None, log_level: str = "INFO"
 ) -> RunSummary:
     """Run the complete rebuild (a year of bars and all features, every active symbol)."""
+    return _execute_whole(instance, rebuild_all_job_def, run_config, log_level)
+
+
+def train_models(
+    instance: dg.DagsterInstance, run_config: dict | None = None, log_level: str = "INFO"
+) -> RunSummary:
+    """Retrain: dataset, candidate, evaluation, and the champion if the gate passes (a
+    refused candidate fails the run at the gate)."""
+    return _execute_whole(instance, model_training_job_def, run_config, log_level)
+
+
+def _execute_whole(
+    instance: dg.DagsterInstance, job_def, run_config: dict | None, log_level: str
+) -> RunSummary:
+    """A run of an unpartitioned job."""
     with dg.execute_job(
-        dg.reconstructable(rebuild_all_job_def),
+        dg.reconstructable(job_def),
         instance=instance,
         tags=process_tags(),
         run_config={

@@ -47,16 +47,20 @@ def one_connection(
         engine.dispose()
 
 
-def dagster_storage_url(url: str, schema: str = DAGSTER_SCHEMA) -> str:
-    """The same database, with Dagster's tables kept in their own schema via search_path.
-
-    Its connections are named after the process that holds them (``dagster pid N`` in
-    ``pg_stat_activity``), so a count of connections can say whose they are.
-    """
+def schema_url(url: str, schema: str, application_name: str) -> str:
+    """The same database with ``schema`` first on the search_path: how Dagster's and MLflow's
+    tables (each with its own Alembic version table) stay apart from the application's."""
     parsed = _psycopg2(url).update_query_dict(
-        {"options": f"-csearch_path={schema}", "application_name": f"dagster pid {os.getpid()}"}
+        {"options": f"-csearch_path={schema}", "application_name": application_name}
     )
     return parsed.render_as_string(hide_password=False)
+
+
+def dagster_storage_url(url: str, schema: str = DAGSTER_SCHEMA) -> str:
+    """Dagster's storage in its own schema. Its connections are named after the process that
+    holds them (``dagster pid N`` in ``pg_stat_activity``), so a count of connections can say
+    whose they are."""
+    return schema_url(url, schema, f"dagster pid {os.getpid()}")
 
 
 def first_line(exc: BaseException) -> str:

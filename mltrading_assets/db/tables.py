@@ -98,3 +98,16 @@ known_gaps = sa.Table(
     sa.Column("timestamp", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("first_seen", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
+
+
+model_predictions = sa.Table(
+    "model_predictions",
+    metadata,
+    *_key_columns(),
+    sa.Column("probability_up", sa.Float(53), nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("horizon_bars", sa.SmallInteger, nullable=False),
+    sa.Column("bar_in_progress", sa.Boolean, nullable=False),
+    sa.Column("predicted_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)

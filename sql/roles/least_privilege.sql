@@ -4,6 +4,7 @@
 --   mltrading_app     reads and writes the application tables in public; nothing in dagster.
 --   mltrading_dagster owns schema dagster (Dagster creates and migrates its tables there);
 --                     nothing in public.
+-- mltrading_app also owns schema mlflow (the model registry).
 -- Idempotent: run it again after an upgrade that adds tables.
 DO $$
 BEGIN
@@ -24,17 +25,25 @@ GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO mltrading_app;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM mltrading_dagster;
 
 -- dagster: the Dagster role owns the schema and whatever is in it already.
+-- mlflow: the model registry belongs to the application; MLflow creates and migrates its
+-- tables there when the app role first trains a model.
 REVOKE ALL ON SCHEMA dagster FROM PUBLIC;
 ALTER SCHEMA dagster OWNER TO mltrading_dagster;
+REVOKE ALL ON SCHEMA mlflow FROM PUBLIC;
+ALTER SCHEMA mlflow OWNER TO mltrading_app;
 DO $$
 DECLARE
     item record;
 BEGIN
     FOR item IN
-        SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'dagster' AND c.relkind IN ('r', 'p', 'v', 'm')
+        SELECT n.nspname, c.relname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname IN ('dagster', 'mlflow') AND c.relkind IN ('r', 'p', 'v', 'm')
     LOOP
-        EXECUTE format('ALTER TABLE dagster.%I OWNER TO mltrading_dagster', item.relname);
+        -- A table's serial sequences change owner with it.
+        EXECUTE format(
+            'ALTER TABLE %I.%I OWNER TO %I', item.nspname, item.relname,
+            CASE item.nspname WHEN 'dagster' THEN 'mltrading_dagster' ELSE 'mltrading_app' END);
     END LOOP;
 END
 $$;

@@ -1,0 +1,76 @@
+"""Predictions follow the features they read, and every new champion: a run-status sensor
+on features runs (as features follow bars) and an asset sensor on ``champion_model``."""
+
+import dagster as dg
+
+from mltrading_assets.db.symbols import active_symbols
+from mltrading_assets.defs.features.assets import feature_engineered_data
+from mltrading_assets.defs.features.follow import followed_already, request_after
+from mltrading_assets.defs.features.jobs import features_job
+from mltrading_assets.defs.models.assets import champion_model
+from mltrading_assets.defs.models.jobs import model_predictions_job
+from mltrading_assets.defs.resources import PostgresResource
+from mltrading_assets.defs.symbols.partitions import symbol_partitions
+from mltrading_assets.lib.ranged_runs import symbol_range_requests
+
+PREDICTS_AFTER_TAG = "mltrading/predictions_after_run"
+
+
+def _follow_features(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    if run.job_name != features_job.name and feature_engineered_data.key not in (
+        run.asset_selection or ()
+    ):
+        return dg.SkipReason(f"run {run.run_id} did not compute features")
+    if context.instance.get_latest_materialization_event(champion_model.key) is None:
+        return dg.SkipReason("no champion model yet: nothing to predict with")
+    if followed_already(context.instance, run, PREDICTS_AFTER_TAG):
+        return dg.SkipReason(f"predictions for run {run.run_id} were already requested")
+    return request_after(run, model_predictions_job.name, PREDICTS_AFTER_TAG, "predictions")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=model_predictions_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Predict the newest bar of each symbol as soon as its features are in.",
+)
+def predictions_after_features(context: dg.RunStatusSensorContext):
+    return _follow_features(context)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.FAILURE,
+    request_job=model_predictions_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A partly failed features run still wrote its good symbols: predict those.",
+)
+def predictions_after_failed_features(context: dg.RunStatusSensorContext):
+    return _follow_features(context)
+
+
+@dg.asset_sensor(
+    asset_key=champion_model.key,
+    job=model_predictions_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A new champion (trained or promoted by hand) predicts every active symbol.",
+)
+def predictions_after_promotion(
+    context: dg.SensorEvaluationContext,
+    asset_event: dg.EventLogEntry,
+    database: PostgresResource,
+):
+    with database.connection() as conn:
+        symbols = active_symbols(conn)
+    ordered = context.instance.get_dynamic_partitions(symbol_partitions.name)
+    known = set(ordered)
+    requests = symbol_range_requests(
+        ordered,
+        [s for s in symbols if s in known],
+        f"predictions-for:{asset_event.storage_id}",
+        {},
+    )
+    return requests or dg.SkipReason("no active symbols to predict")
