@@ -7,10 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from mltrading_assets.cli.main import main
 from mltrading_assets.cli.runner import materialize, register_partitions, train_models
 from mltrading_assets.db.symbols import add_symbols, deactivate_symbols
 from mltrading_assets.defs.models.assets import champion_model
+from mltrading_assets.defs.models.sensors import predictions_after_promotion
+from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets.features.contract import CORE_COLUMNS, INTEGER_COLUMNS
 from mltrading_assets.models.registry import CHAMPION, ModelRegistry, tracking_uri_for
 
@@ -97,7 +101,7 @@ def gate_results(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetChec
 
 
 def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follow(
-    instance, db, home, database_url
+    instance, db, home, database_url, monkeypatch
 ):
     registry = ModelRegistry(tracking_uri_for(database_url), home / "models" / "mlflow-artifacts")
 
@@ -146,3 +150,31 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
     assert {r.timestamp for r in rows} == {AS_OF.to_pydatetime()}
     assert {r.model_version for r in rows} == {"2"}
     assert all(0 < r.probability_up < 1 for r in rows)
+
+    # By hand: the registry's versions, and a rollback with its reason.
+    monkeypatch.setenv("MLTRADING_HOME", str(home))
+    listed = CliRunner().invoke(main, ["models", "list"], catch_exceptions=False).output
+    assert [line.split()[:2] for line in listed.splitlines()[1:]] == [
+        ["1", "-"],
+        ["2", "champion"],
+        ["3", "challenger"],
+    ]
+    rolled = CliRunner().invoke(main, ["models", "rollback", "--reason", "v2 misbehaves live"])
+    assert rolled.exit_code == 0, rolled.output
+    assert "champion: version 1 (was 2)" in rolled.output
+    assert registry.by_alias(CHAMPION).version == "1"
+    assert system_log(db)[-1] == (
+        "ROLLED_BACK",
+        "version 1 replaces 2 by hand: v2 misbehaves live",
+    )
+    # The new champion is on the asset's history, and every active symbol is predicted again.
+    latest = instance.get_latest_materialization_event(champion_model.key).asset_materialization
+    assert latest.metadata["model_version"].value == "1"
+    context = dg.build_sensor_context(
+        instance=instance, resources={"database": PostgresResource(url=database_url)}
+    )
+    # evaluate_tick, as the daemon does: Dagster 1.13's direct call of an asset sensor
+    # cannot pass it resources.
+    [request] = predictions_after_promotion.evaluate_tick(context).run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "AAA"
+    assert request.tags["dagster/asset_partition_range_end"] == "CCC"

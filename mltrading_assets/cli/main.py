@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from mltrading_assets.cli.models import models
+
 DEMO_SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA")
 
 
@@ -501,6 +503,9 @@ def stats(as_json: bool) -> None:
     for row in result["slowest_symbols_last_day"]:
         click.echo(f"  {row['symbol']:<10} {row['asset']:<24} {row['duration_s']} s")
     click.echo("rows: " + ", ".join(f"{t} {n}" for t, n in result["rows"].items()))
+
+
+main.add_command(models)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,21 @@ def log_run(
         .on_conflict_do_nothing(index_elements=["run_id"])
     )
     return conn.execute(statement).rowcount == 1
+
+
+def log_model_event(
+    conn: sa.Connection, run_id: str, status: str, version: str, notes: str
+) -> None:
+    """A promotion, refusal or rollback of the model (``status`` PROMOTED, REFUSED or
+    ROLLED_BACK), beside the runs; ``run_id`` is the run (or command) that decided."""
+    log_run(
+        conn,
+        run_id=f"{run_id}:model",
+        job_name="model_promotion",
+        partitions=f"version {version}",
+        status=status,
+        started_at=None,
+        ended_at=None,
+        error=None,
+        notes=notes,
+    )

@@ -6,7 +6,9 @@ kept apart from Dagster's), reached through a ``search_path`` connection option;
 are files under ``MLTRADING_HOME``.
 """
 
+import dataclasses
 import datetime as dt
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +25,9 @@ import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities.model_registry import ModelVersion  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+
+# One INFO line per registry call ("Create SQLAlchemy engine…") buried the runs' own logs.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 MODEL_NAME = "mltrading_direction"
 EXPERIMENT = "mltrading_direction"
@@ -143,7 +148,16 @@ class ModelRegistry:
 
     def versions(self) -> list[VersionInfo]:
         found = self.client.search_model_versions(f"name = '{self.name}'")
-        return sorted((VersionInfo.of(v) for v in found), key=lambda v: int(v.version))
+        if not found:
+            return []
+        # Search results carry no aliases; the registered model has them all.
+        aliases = self.client.get_registered_model(self.name).aliases or {}
+        infos = []
+        for version in found:
+            info = VersionInfo.of(version)
+            named = sorted(a for a, v in aliases.items() if str(v) == info.version)
+            infos.append(dataclasses.replace(info, aliases=named))
+        return sorted(infos, key=lambda v: int(v.version))
 
     def load(self, version: str) -> object:
         import mlflow.sklearn

@@ -12,7 +12,7 @@ from mltrading_assets.db.model_rows import (
     newest_feature_rows,
     write_predictions,
 )
-from mltrading_assets.db.system_logs import log_run
+from mltrading_assets.db.system_logs import log_model_event
 from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.models.resources import ModelingResource
 from mltrading_assets.defs.resources import BarSourceResource, PostgresResource, ProcessingResource
@@ -51,24 +51,6 @@ def promotion_decision(evaluated: dict[str, object], modeling: ModelingResource)
         return Decision(True, f"version {evaluated['candidate_version']} is the champion already")
     scores = dict(evaluated[SCORES_KEY])
     return decide(scores, modeling.primary_metric, modeling.promotion_margin)
-
-
-def log_model_event(
-    database: PostgresResource, run_id: str, status: str, notes: str, version: str
-) -> None:
-    """A promotion, refusal or rollback, in ``system_logs`` beside the runs."""
-    with database.connection(begin=True) as conn:
-        log_run(
-            conn,
-            run_id=f"{run_id}:model",
-            job_name="model_promotion",
-            partitions=f"version {version}",
-            status=status,
-            started_at=None,
-            ended_at=None,
-            error=None,
-            notes=notes,
-        )
 
 
 @dg.asset(
@@ -308,13 +290,14 @@ def champion_model(
     previous = registry.promote(version, decision.reason)
     replaced = previous.version if previous else ""
     if replaced != version:
-        log_model_event(
-            database,
-            context.run_id,
-            "PROMOTED",
-            f"version {version} replaces {replaced or 'no champion'}: {decision.reason}",
-            version,
-        )
+        with database.connection(begin=True) as conn:
+            log_model_event(
+                conn,
+                context.run_id,
+                "PROMOTED",
+                version,
+                f"version {version} replaces {replaced or 'no champion'}: {decision.reason}",
+            )
     context.log.info(f"champion: version {version} ({decision.reason})")
     scores = dict(evaluated[SCORES_KEY])
     return dg.MaterializeResult(

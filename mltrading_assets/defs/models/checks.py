@@ -3,10 +3,10 @@ when the candidate beats the champion by the margin (and every baseline)."""
 
 import dagster as dg
 
+from mltrading_assets.db.system_logs import log_model_event
 from mltrading_assets.defs.models.assets import (
     SCORES_KEY,
     latest_metadata,
-    log_model_event,
     model_evaluation,
     promotion_decision,
 )
@@ -32,13 +32,14 @@ def promotion_gate(
     decision = promotion_decision(evaluated, modeling)
     candidate = str(evaluated.get("candidate_version", ""))
     if not decision.promote and evaluated:
-        log_model_event(
-            database,
-            context.run.run_id,
-            "REFUSED",
-            f"version {candidate} not promoted: {decision.reason}",
-            candidate,
-        )
+        with database.connection(begin=True) as conn:
+            log_model_event(
+                conn,
+                context.run.run_id,
+                "REFUSED",
+                candidate,
+                f"version {candidate} not promoted: {decision.reason}",
+            )
     context.log.info(f"{'promote' if decision.promote else 'refuse'}: {decision.reason}")
     scores = dict(evaluated.get(SCORES_KEY) or {})
     return dg.AssetCheckResult(

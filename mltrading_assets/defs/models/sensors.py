@@ -59,9 +59,7 @@ def predictions_after_failed_features(context: dg.RunStatusSensorContext):
     description="A new champion (trained or promoted by hand) predicts every active symbol.",
 )
 def predictions_after_promotion(
-    context: dg.SensorEvaluationContext,
-    asset_event: dg.EventLogEntry,
-    database: PostgresResource,
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, database: PostgresResource
 ):
     with database.connection() as conn:
         symbols = active_symbols(conn)
@@ -70,7 +68,7 @@ def predictions_after_promotion(
     requests = symbol_range_requests(
         ordered,
         [s for s in symbols if s in known],
-        f"predictions-for:{asset_event.storage_id}",
+        f"predictions-for:{asset_event.run_id}:{asset_event.timestamp}",
         {},
     )
     return requests or dg.SkipReason("no active symbols to predict")

@@ -1,0 +1,141 @@
+"""``mltrading models``: the registry's versions and champion, retraining, and promotion or
+rollback by hand (with a reason, logged in system_logs like the gate's own decisions)."""
+
+import os
+import uuid
+
+import click
+
+
+def _registry(url: str):
+    from mltrading_assets.defs.models.resources import ModelingResource
+
+    modeling = ModelingResource(
+        mlflow_tracking_uri=os.environ.get("MLTRADING_MLFLOW_TRACKING_URI", ""),
+        home=os.environ.get("MLTRADING_HOME", ""),
+    )
+    return modeling.registry(url)
+
+
+def _environment() -> str:
+    from mltrading_assets.cli.main import _environment, _init_schema
+
+    url = _environment()
+    _init_schema(url)
+    return url
+
+
+@click.group()
+def models() -> None:
+    """The direction model: versions, champion, retraining, promotion and rollback."""
+
+
+@models.command("list")
+def list_versions() -> None:
+    """Every registered version, newest last, with its aliases and holdout scores."""
+    registry = _registry(_environment())
+    versions = registry.versions()
+    if not versions:
+        click.echo("no model versions yet: `mltrading models train` trains the first")
+        return
+    click.echo("version  aliases              created (UTC)     algorithm               AUC")
+    for info in versions:
+        metrics = registry.client.get_run(info.run_id).data.metrics if info.run_id else {}
+        auc = metrics.get("holdout_roc_auc")
+        click.echo(
+            f"{info.version:<9}{','.join(info.aliases) or '-':<21}"
+            f"{info.created:%Y-%m-%d %H:%M}  {info.tags.get('algorithm', ''):<22}"
+            f"{'' if auc is None else f'{auc:.4f}':>6}"
+        )
+
+
+@models.command()
+def champion() -> None:
+    """The live model: version, when and why it was promoted."""
+    from mltrading_assets.models.registry import CHAMPION
+
+    info = _registry(_environment()).by_alias(CHAMPION)
+    if info is None:
+        raise click.ClickException("no champion yet: `mltrading models train` trains one")
+    click.echo(f"champion: version {info.version} (run {info.run_id})")
+    for tag in ("promoted_at", "promotion_reason", "previous_champion", "horizon_bars"):
+        if tag in info.tags:
+            click.echo(f"  {tag}: {info.tags[tag]}")
+
+
+@models.command()
+def train() -> None:
+    """Retrain now (as the 02:00 schedule does): the champion changes only past the gate."""
+    from mltrading_assets.cli.main import _instance, _quiet_dagster_warnings
+    from mltrading_assets.cli.runner import train_models
+    from mltrading_assets.defs.models.assets import latest_metadata, model_evaluation
+
+    _environment()
+    _quiet_dagster_warnings()
+    with _instance() as instance:
+        run = train_models(instance)
+        evaluated = latest_metadata(instance, model_evaluation.key)
+    champion_info = _registry(os.environ["MLTRADING_DATABASE_URL"]).by_alias("champion")
+    click.echo(f"run {run.run_id}: {'ok' if run.success else 'FAILED'}")
+    if evaluated:
+        click.echo(f"candidate: version {evaluated['candidate_version']}")
+    click.echo(f"champion: version {champion_info.version if champion_info else 'none'}")
+    if not run.success:
+        click.echo("the promotion_gate check or a step failed: see the run in the UI", err=True)
+        raise SystemExit(1)
+
+
+def _set_champion(url: str, version: str, status: str, reason: str) -> None:
+    import dagster as dg
+
+    from mltrading_assets.cli.main import _connection, _instance
+    from mltrading_assets.db.system_logs import log_model_event
+    from mltrading_assets.defs.models.assets import champion_model
+
+    registry = _registry(url)
+    try:
+        registry.version(version)
+    except Exception:
+        raise click.BadParameter(f"no version {version} of {registry.name}") from None
+    previous = registry.promote(version, f"by hand: {reason}")
+    replaced = previous.version if previous else "none"
+    with _connection(url, begin=True) as conn:
+        log_model_event(
+            conn,
+            f"cli-{uuid.uuid4().hex[:12]}",
+            status,
+            version,
+            f"version {version} replaces {replaced} by hand: {reason}",
+        )
+    # Recorded on the asset, so the UI shows it and the sensor re-predicts every symbol.
+    with _instance() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                champion_model.key,
+                metadata={"model_version": version, "replaced_version": replaced, "reason": reason},
+            )
+        )
+    click.echo(f"champion: version {version} (was {replaced})")
+
+
+@models.command()
+@click.argument("version")
+@click.option("--reason", required=True, help="Why, for the log (system_logs).")
+def promote(version: str, reason: str) -> None:
+    """Make VERSION the champion by hand, bypassing the gate."""
+    _set_champion(_environment(), version, "PROMOTED", reason)
+
+
+@models.command()
+@click.option("--to", "version", help="Version to go back to (default: the previous champion).")
+@click.option("--reason", required=True, help="Why, for the log (system_logs).")
+def rollback(version: str | None, reason: str) -> None:
+    """Put the previous champion back."""
+    from mltrading_assets.models.registry import CHAMPION
+
+    url = _environment()
+    current = _registry(url).by_alias(CHAMPION)
+    version = version or (current.tags.get("previous_champion") if current else None)
+    if not version:
+        raise click.ClickException("no earlier champion to go back to: name one with --to")
+    _set_champion(url, version, "ROLLED_BACK", reason)
