@@ -6,12 +6,14 @@ ranged runs) on synthetic bars, and on Yahoo bars through yfinance, in a fresh d
     python -m bench --scenario incremental
     python -m bench --scenario yahoo_refresh --yahoo-latency 0.3
     python -m bench --scenario scheduled_load --symbols 2000   # daemon path, 3 hourly ticks
+    python -m bench --scenario training   # a year of 1,000 symbols: both learners
 
 Prints a table and one machine-readable line per scenario:
 BENCH scenario=<name> symbols=<N> wall_s=<x> per_symbol_s=<y> rows_per_s=<z>
       peak_connections=<k> peak_rss_mb=<m>      (on one line)
 and, for yahoo_refresh, the floor N x latency / max_concurrent_requests, the ratio of the
-wall time to it, and the peak requests in flight the local Yahoo-compatible server saw.
+wall time to it, and the peak requests in flight the local Yahoo-compatible server saw;
+for training, one line per learner with its training time, peak RSS and holdout ROC AUC.
 """
 
 import argparse
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
-SCENARIOS = ("full_load", "incremental", "features_100", "yahoo_refresh")
+SCENARIOS = ("full_load", "incremental", "features_100", "yahoo_refresh", "training")
 # Asked for by name only: it starts `dagster dev` and plays hourly ticks through the daemon.
 OPT_IN = ("scheduled_load",)
 MAX_CONCURRENT_REQUESTS = 5
@@ -257,6 +259,11 @@ def run(
             scheduled_load(
                 url, database, home, symbols, engine, instance, clock, resources, args.ticks
             )
+
+        if "training" in wanted:
+            from bench.training import training
+
+            training(instance, engine, database, home, clock(0))
 
         if "yahoo_refresh" in wanted and yahoo is not None:
             results.append(

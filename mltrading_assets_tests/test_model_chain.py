@@ -13,10 +13,14 @@ from mltrading_assets.cli.main import main
 from mltrading_assets.cli.runner import materialize, register_partitions, train_models
 from mltrading_assets.db.symbols import add_symbols, deactivate_symbols
 from mltrading_assets.defs.models.assets import champion_model
-from mltrading_assets.defs.models.sensors import predictions_after_promotion
+from mltrading_assets.defs.models.sensors import (
+    predictions_after_features,
+    predictions_after_promotion,
+)
 from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets.features.contract import CORE_COLUMNS, INTEGER_COLUMNS
 from mltrading_assets.models.registry import CHAMPION, ModelRegistry, tracking_uri_for
+from mltrading_assets_tests.conftest import success_sensor_context
 
 AS_OF = pd.Timestamp("2026-11-20T21:00:00Z")
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
@@ -104,6 +108,13 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
     instance, db, home, database_url, monkeypatch
 ):
     registry = ModelRegistry(tracking_uri_for(database_url), home / "models" / "mlflow-artifacts")
+    # A features run before any model exists: nothing to predict with yet.
+    [features_run] = materialize(instance, "features", SYMBOLS, run_config=run_config(home))
+    features_run = instance.get_run_by_id(features_run.run_id)
+    skipped = predictions_after_features(
+        success_sensor_context(instance, features_run, predictions_after_features)
+    )
+    assert skipped.skip_message == "no champion model yet: nothing to predict with"
 
     # 1. The first model (a stump) needs to beat the baselines only.
     first = train_models(instance, run_config(home, **STUMP))
@@ -178,3 +189,10 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
     [request] = predictions_after_promotion.evaluate_tick(context).run_requests
     assert request.tags["dagster/asset_partition_range_start"] == "AAA"
     assert request.tags["dagster/asset_partition_range_end"] == "CCC"
+    # Now features runs are followed by predictions for their symbols.
+    followed = predictions_after_features(
+        success_sensor_context(instance, features_run, predictions_after_features)
+    )
+    assert followed.job_name == "model_predictions_job"
+    assert followed.tags["dagster/asset_partition_range_start"] == "AAA"
+    assert followed.tags["dagster/asset_partition_range_end"] == "DDD"

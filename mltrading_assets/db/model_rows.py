@@ -19,7 +19,7 @@ def load_training_rows(
     conn: sa.Connection, source: str, columns: list[str], since: pd.Timestamp
 ) -> pd.DataFrame:
     """Feature rows of the active symbols' complete bars since ``since``: symbol, timestamp,
-    close and ``columns``.
+    close and ``columns`` (as float32: what the learners use, at half the memory).
 
     Through COPY into a temporary file read by pyarrow: a year of 1,000 symbols is ~1.7 M
     rows, which row-by-row fetching turned into ~70 M Python floats.
@@ -41,7 +41,9 @@ def load_training_rows(
             cursor.copy_expert(
                 f"COPY ({statement.decode()}) TO STDOUT WITH (FORMAT csv, HEADER)", out
             )
-        frame = pd.read_csv(path, engine="pyarrow", dtype={c: "float64" for c in columns})
+        frame = pd.read_csv(
+            path, engine="pyarrow", dtype={"close": "float64", **dict.fromkeys(columns, "float32")}
+        )
     frame.insert(1, "timestamp", pd.to_datetime(frame.pop("epoch"), unit="s", utc=True))
     return frame
 

@@ -1,5 +1,5 @@
-"""The training dataset: one row per (symbol, bar) with its features and a label that is known
-only after the bar (did the close rise over the next ``horizon`` bars?).
+"""The training dataset: one row per (symbol, bar) with the contract's scale-free features and
+a label that is known only after the bar (did the close rise over the next ``horizon`` bars?).
 
 Point in time: the features of bar t come from bars up to t (the feature library's contract);
 the label of bar t comes from bar t + horizon of the same symbol, so a row exists only once

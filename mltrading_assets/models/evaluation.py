@@ -14,6 +14,11 @@ HIGHER_IS_BETTER = {"roc_auc": True, "log_loss": False, "accuracy": True, "ic": 
 BASELINES = ("always_up", "last_direction")
 
 
+def roc_auc(labels: np.ndarray, p_up: np.ndarray) -> float:
+    """ROC AUC, or 0.5 (no skill) when the rows hold one class only."""
+    return float(roc_auc_score(labels, p_up)) if len(np.unique(labels)) > 1 else 0.5
+
+
 def score(p_up: np.ndarray, holdout: pd.DataFrame) -> dict[str, float]:
     """Accuracy (at 0.5), log loss, ROC AUC, and the information coefficient: the rank
     correlation of the predicted probability with the realized forward return."""
@@ -26,7 +31,7 @@ def score(p_up: np.ndarray, holdout: pd.DataFrame) -> dict[str, float]:
         else float(pd.Series(p_up).corr(pd.Series(holdout[FORWARD_RETURN].to_numpy()), "spearman"))
     )
     return {
-        "roc_auc": float(roc_auc_score(labels, p_up)) if len(set(labels)) > 1 else 0.5,
+        "roc_auc": roc_auc(labels, p_up),
         "log_loss": float(log_loss(labels, p_up, labels=[0, 1])),
         "accuracy": float(accuracy_score(labels, p_up > 0.5)),
         "ic": 0.0 if math.isnan(ic) else ic,

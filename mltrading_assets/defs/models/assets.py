@@ -17,7 +17,6 @@ from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.models.resources import ModelingResource
 from mltrading_assets.defs.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.defs.symbols.partitions import symbol_batches, symbol_partitions
-from mltrading_assets.features.contract import FEATURE_SETS
 from mltrading_assets.models import evaluation
 from mltrading_assets.models.dataset import (
     LABEL_TIME,
@@ -76,7 +75,7 @@ def training_dataset(
     since = bars.now() - pd.Timedelta(days=modeling.history_days)
     features = model_features(processing.feature_set)
     with database.connection() as conn:
-        rows = load_training_rows(conn, bars.name, FEATURE_SETS[processing.feature_set], since)
+        rows = load_training_rows(conn, bars.name, features, since)
     dataset = build_dataset(rows, features, modeling.horizon_bars)
     if dataset.empty:
         raise dg.Failure(

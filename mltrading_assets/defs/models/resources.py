@@ -27,8 +27,8 @@ class ModelingResource(dg.ConfigurableResource):
     )
     folds: int = Field(default=3, description="walk-forward validation folds")
     algorithm: str = Field(
-        default="hist_gradient_boosting",
-        description="hist_gradient_boosting (scikit-learn) | lightgbm (if installed)",
+        default="lightgbm",
+        description="lightgbm | hist_gradient_boosting (scikit-learn's)",
     )
     iterations: int = Field(default=200, description="boosting rounds")
     max_leaf_nodes: int = Field(default=31, description="leaves per tree")
@@ -84,7 +84,7 @@ def resources() -> dg.Definitions:
             "modeling": ModelingResource(
                 horizon_bars=env_or("MLTRADING_MODEL_HORIZON_BARS", 1),
                 history_days=env_or("MLTRADING_MODEL_HISTORY_DAYS", 365),
-                algorithm=env_or("MLTRADING_MODEL_ALGORITHM", "hist_gradient_boosting"),
+                algorithm=env_or("MLTRADING_MODEL_ALGORITHM", "lightgbm"),
                 promotion_margin=env_or("MLTRADING_MODEL_PROMOTION_MARGIN", 0.002),
                 mlflow_tracking_uri=env_or("MLTRADING_MLFLOW_TRACKING_URI", ""),
                 home=env_or("MLTRADING_HOME", ""),
