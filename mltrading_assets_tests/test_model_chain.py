@@ -189,7 +189,16 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
     [request] = predictions_after_promotion.evaluate_tick(context).run_requests
     assert request.tags["dagster/asset_partition_range_start"] == "AAA"
     assert request.tags["dagster/asset_partition_range_end"] == "CCC"
-    # Now features runs are followed by predictions for their symbols.
+    # Without the daemon, `mltrading materialize` predicts after the features itself.
+    refreshed = CliRunner().invoke(main, ["materialize", "--asset", "features"])
+    assert refreshed.exit_code == 0, refreshed.output
+    assert "predictions: 3 symbols in 1 run(s)" in refreshed.output
+    with db.connect() as conn:
+        versions = conn.execute(
+            sa.text("SELECT DISTINCT model_version FROM public.model_predictions")
+        ).scalars()
+        assert list(versions) == ["1"]
+    # Under the daemon, features runs are followed by predictions for their symbols.
     followed = predictions_after_features(
         success_sensor_context(instance, features_run, predictions_after_features)
     )

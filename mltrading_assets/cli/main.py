@@ -259,6 +259,12 @@ def symbols_list() -> None:
 # --- running ------------------------------------------------------------------------------
 
 
+def _has_champion(instance) -> bool:
+    from mltrading_assets.defs.models.assets import champion_model
+
+    return instance.get_latest_materialization_event(champion_model.key) is not None
+
+
 def run_assets(url: str, names: list[str], assets: list[str]) -> bool:
     """Materialize ``assets`` for ``names`` in batched Dagster runs; True if all succeeded.
 
@@ -285,6 +291,9 @@ def run_assets(url: str, names: list[str], assets: list[str]) -> bool:
                 runs_by_asset = refresh(instance, names)
             else:
                 runs_by_asset = {asset: materialize(instance, asset, names) for asset in assets}
+            if "features" in assets and _has_champion(instance):
+                # As the sensor does under the daemon: the live model predicts the new bars.
+                runs_by_asset["predictions"] = materialize(instance, "predictions", names)
         except RunInterrupted as stopped:
             click.echo(
                 f"interrupted: run {stopped.summary.run_id} stopped (symbols in flight rolled "
