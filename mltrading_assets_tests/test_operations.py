@@ -192,3 +192,82 @@ def test_feature_materializations_carry_a_chart_and_latest_values(instance, db):
     meta = materializations(instance, feature_engineered_data)["AAPL"].metadata
     assert meta["chart"].value.startswith("![AAPL features](data:image/png;base64,")
     assert "| williams_r |" in meta["latest_values"].value
+
+
+
+# The UI launches materializations and "Execute all" in Dagster's implicit asset job, which
+# includes the checks of the selected assets and knows no partitions for a checks-only
+# selection; these two jobs do the same.
+UI_JOBS = {
+    "materialize_market_data": dg.define_asset_job(
+        "materialize_market_data", selection=dg.AssetSelection.assets(market_data)
+    ),
+    "execute_all_checks": dg.define_asset_job(
+        "execute_all_checks",
+        selection=dg.AssetSelection.checks_for_assets(market_data, feature_engineered_data),
+    ),
+}
+
+
+def ui_job(name: str) -> dg.JobDefinition:
+    from mltrading_assets.definitions import defs
+
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[UI_JOBS[name]])).resolve_job_def(name)
+
+
+def materialize_market_data_job() -> dg.JobDefinition:
+    return ui_job("materialize_market_data")
+
+
+def execute_all_checks_job() -> dg.JobDefinition:
+    return ui_job("execute_all_checks")
+
+
+def run_job(instance, job_fn, tags: dict) -> dg.DagsterRun:
+    with dg.execute_job(
+        dg.reconstructable(job_fn),
+        instance=instance,
+        run_config=config_at(MONDAY_NOON),
+        tags=tags,
+    ) as result:
+        return result.dagster_run
+
+
+def test_a_ui_materialization_runs_the_assets_checks_for_its_symbol(instance, db, loaded):
+    run = run_job(instance, materialize_market_data_job, {"dagster/partition": "GOOD"})
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    results = evaluations(instance, run.run_id)
+    # Every market_data check ran (none SKIPPED) for GOOD alone...
+    assert results == {
+        (check, "GOOD"): True
+        for check in (
+            "ohlc_sane",
+            "no_duplicate_bars",
+            "no_session_gaps",
+            "no_missing_bars",
+            "bars_on_grid",
+            "fresh_during_market_hours",
+        )
+    }
+    # ...and recorded GOOD's own numbers, not a summary of the run.
+    [record] = [
+        e.dagster_event.event_specific_data
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event
+        and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.dagster_event.event_specific_data.check_name == "no_duplicate_bars"
+    ]
+    assert set(record.metadata) == {"duplicate_bars"}
+
+
+def test_checks_of_every_symbol_from_a_run_without_partitions(instance, db, loaded):
+    """The asset page's "Execute all" launches the checks without a partition: every active
+    symbol is checked, each with its own result, and the run succeeds."""
+    from mltrading_assets.db.symbols import add_symbols
+
+    with db.begin() as conn:
+        add_symbols(conn, loaded)
+    run = run_job(instance, execute_all_checks_job, {})
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    results = evaluations(instance, run.run_id)
+    assert len(results) == 16 and all(results.values()), results
