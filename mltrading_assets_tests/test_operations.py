@@ -194,7 +194,6 @@ def test_feature_materializations_carry_a_chart_and_latest_values(instance, db):
     assert "| williams_r |" in meta["latest_values"].value
 
 
-
 # The UI launches materializations and "Execute all" in Dagster's implicit asset job, which
 # includes the checks of the selected assets and knows no partitions for a checks-only
 # selection; these two jobs do the same.

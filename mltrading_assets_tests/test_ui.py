@@ -5,6 +5,7 @@ Each step saves a screenshot under test-output/ui/<test>/ (kept when a test fail
 """
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = PROJECT_ROOT / "test-output" / "ui"
 AS_OF = "2026-11-20T21:00:00Z"
 UI_SYMBOLS = ["UIA", "UIB", "UIC"]
+MARKET_DATA_CHECKS = (
+    "bars_on_grid",
+    "fresh_during_market_hours",
+    "no_duplicate_bars",
+    "no_missing_bars",
+    "no_session_gaps",
+    "ohlc_sane",
+)
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -103,6 +112,18 @@ class UI:
             key=f'["{asset}"]',
         )
         return {row[0] for row in rows}
+
+    def check_results(self, run_id: str) -> dict[tuple[str, str], bool]:
+        rows = self.sql(
+            "SELECT event FROM dagster.event_logs "
+            "WHERE run_id = :run AND dagster_event_type = 'ASSET_CHECK_EVALUATION'",
+            run=run_id,
+        )
+        results = {}
+        for (event,) in rows:
+            data = json.loads(event)["dagster_event"]["event_specific_data"]
+            results[(data["check_name"], data["partition"])] = data["success"]
+        return results
 
     def runs(self) -> list[tuple]:
         return self.sql("SELECT run_id, status FROM dagster.runs ORDER BY create_timestamp")
@@ -227,13 +248,16 @@ def test_materialize_one_partition_from_the_asset_page(ui, page):
     ui.wait_until("UIA's bars are materialized", lambda: "UIA" in ui.materialized("market_data"))
     ui.wait_until("the run ended", lambda: all(s != "STARTED" for _, s in ui.runs()))
     assert [status for _, status in ui.runs()][:1] == ["SUCCESS"]
+    # The asset's checks ran with it, for UIA (they used to be SKIPPED).
+    [(run_id, _)] = ui.runs()[:1]
+    assert ui.check_results(run_id) == {(check, "UIA"): True for check in MARKET_DATA_CHECKS}
     open_page(page, ui, "/assets/market_data?view=partitions&partition=UIA")
     expect(page.get_by_text("rows_written").first).to_be_visible()
     page.steps.shot("partition-materialized")
 
 
 def test_materialize_all_ends_green_with_both_assets_for_every_symbol(ui, page):
-    open_page(page, ui, "/asset-groups/market")
+    open_page(page, ui, "/locations/mltrading_assets/asset-groups/market")
     page.get_by_role("button", name="Materialize all…").click()
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize 2 assets")
     dialog.get_by_role("button", name="All", exact=True).click()
@@ -277,6 +301,38 @@ def test_a_feature_partition_shows_its_chart(ui, page):
     expect(image).to_be_visible()
     assert image.evaluate("img => img.naturalWidth") >= 700
     page.steps.shot("chart")
+
+
+def test_run_checks_for_a_chosen_symbol_and_see_its_result(ui, page):
+    open_page(page, ui, "/locations/mltrading_assets/jobs/quality_checks_job/playground")
+    picker = page.get_by_placeholder("Partition")
+    picker.click()
+    picker.fill("UIB")
+    picker.press("Enter")
+    expect(picker).to_have_value("UIB")
+    page.steps.shot("symbol-chosen")
+    page.get_by_role("button", name="Launch Run").click()
+
+    def check_run() -> tuple:
+        rows = ui.sql(
+            "SELECT run_id, status FROM dagster.runs WHERE pipeline_name = 'quality_checks_job' "
+            "ORDER BY create_timestamp DESC LIMIT 1"
+        )
+        return rows[0] if rows else ("", "")
+
+    ui.wait_until("the checks ran", lambda: check_run()[1] in ("SUCCESS", "FAILURE"))
+    run_id, status = check_run()
+    assert status == "SUCCESS"
+    results = ui.check_results(run_id)
+    assert {symbol for _, symbol in results} == {"UIB"}
+    assert len(results) == 8 and all(results.values()), results
+    # The asset's Checks tab shows UIB's own result and numbers.
+    open_page(page, ui, "/assets/market_data?view=checks")
+    expect(page.get_by_text("UIB", exact=True)).to_be_visible()
+    latest = page.inner_text("body").split("Latest execution")[1].split("Plots")[0]
+    assert re.search(r"Passed.*Partition\s+UIB", latest, re.S), latest
+    assert "off_grid_bars" in latest and "symbols_checked" not in latest, latest
+    page.steps.shot("check-result")
 
 
 def test_a_symbol_added_from_the_cli_is_loaded_once(ui, page):
