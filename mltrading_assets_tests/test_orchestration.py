@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from mltrading_assets.cli.runner import materialize, register_partitions
-from mltrading_assets.db.symbols import add_symbols, deactivate_symbols
+from mltrading_assets.db.symbols import active_symbols, add_symbols, deactivate_symbols
 from mltrading_assets.defs.features.follow import FOLLOWS_TAG
 from mltrading_assets.defs.features.schedules import features_requests, features_schedule
 from mltrading_assets.defs.features.sensors import features_after_market_data
@@ -233,3 +233,53 @@ def test_connections_stay_bounded_while_200_symbols_are_processed(instance, univ
     # short-lived storage sessions; the orchestrator reuses this process's instance, whose
     # kept-open connection may predate the run, hence + 2 for what the run opened.
     assert peak <= 2 + 2, f"peak {peak} connections"
+
+
+def test_universe_sensor_adopts_ui_partitions_and_removes_invalid_ones(instance, db, database_url):
+    """The Materialize dialog's "Add a partition" bypasses stock_info: a valid name becomes
+    an active symbol (scheduled like any other), a typo is removed with the reason."""
+    instance.add_dynamic_partitions("symbols", ["ORCL", "ibm"])
+    resources = {"database": PostgresResource(url=database_url)}
+    result = symbol_universe_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    with db.connect() as conn:
+        assert active_symbols(conn) == ["ORCL"]
+    [removal] = result.dynamic_partitions_requests
+    assert isinstance(removal, dg.DeleteDynamicPartitionsRequest)
+    assert list(removal.partition_keys) == ["ibm"]
+    # ORCL has no bars yet: its history is loaded, like a symbol added from the CLI.
+    [load] = result.run_requests
+    assert load.tags["dagster/asset_partition_range_start"] == "ORCL"
+
+
+def test_universe_sensor_leaves_symbols_a_backfill_loads_to_it(instance, db, database_url):
+    """`symbols add` and then a UI backfill of the new partitions: the backfill loads them,
+    the sensor does not load them a second time (issue 13, item 5)."""
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    from mltrading_assets.definitions import defs
+    from mltrading_assets.defs.market_data.assets import market_data
+
+    instance.add_dynamic_partitions("symbols", ["ORCL", "IBM"])
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="uibackfill",
+        asset_graph=defs.resolve_asset_graph(),
+        partition_names=["ORCL"],
+        asset_selection=[market_data.key],
+        backfill_timestamp=pd.Timestamp.now().timestamp(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    with db.begin() as conn:
+        add_symbols(conn, ["ORCL", "IBM"])
+    resources = {"database": PostgresResource(url=database_url)}
+    result = symbol_universe_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    [load] = result.run_requests
+    assert (
+        load.tags["dagster/asset_partition_range_start"],
+        load.tags["dagster/asset_partition_range_end"],
+    ) == ("IBM", "IBM")

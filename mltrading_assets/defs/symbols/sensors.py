@@ -1,16 +1,23 @@
 """The symbol universe grows itself: active ``stock_info`` rows become partitions, and new
-symbols get their history loaded in one batched run (features follow)."""
+symbols get their history loaded in one batched run (features follow). Partitions and
+``stock_info`` are kept in step both ways: a partition added in the UI ("Add a partition")
+becomes an active symbol, or, if it is no valid symbol, is removed again."""
 
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+# Not exported by dagster 1.13.27: the backfill filter of symbols_in_flight.
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
+from mltrading_assets.db.symbols import add_symbols, known_symbols
 from mltrading_assets.db.tables import stock_info
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.market_data.jobs import market_data_job
 from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets.defs.symbols.partitions import symbol_partitions
 from mltrading_assets.lib.ranged_runs import contiguous_ranges, range_tags
+from mltrading_assets.sources import InvalidSymbolError, validate_symbol
 
 NEW_SYMBOLS_TAG = "mltrading/new_symbols"
 
@@ -25,8 +32,53 @@ def symbols_changed_since(conn: sa.Connection, cursor: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["symbol", "updated_at"])
 
 
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def symbols_in_flight(instance: dg.DagsterInstance, ordered: list[str]) -> set[str]:
+    """Symbols whose bars a run or an asset backfill not yet finished is about to load (a
+    UI backfill launched right after `symbols add` must not be doubled: issue 13, item 5)."""
+    position = {key: i for i, key in enumerate(ordered)}
+    busy: set[str] = set()
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT)):
+        if run.job_name != market_data_job.name and market_data.key not in (
+            run.asset_selection or ()
+        ):
+            continue
+        first = run.tags.get("dagster/asset_partition_range_start")
+        if first in position:
+            last = run.tags["dagster/asset_partition_range_end"]
+            busy.update(ordered[position[first] : position.get(last, -1) + 1])
+        elif "dagster/partition" in run.tags:
+            busy.add(run.tags["dagster/partition"])
+    # A backfill's runs appear a daemon tick after it is requested; its target is read from
+    # Dagster's backfill data (internal API of 1.13.27, pinned by
+    # test_universe_sensor_leaves_symbols_a_backfill_loads_to_it).
+    from mltrading_assets.definitions import defs
+
+    requested = instance.get_backfills(
+        filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])
+    )
+    for backfill in requested:
+        if not backfill.is_asset_backfill:
+            continue
+        data = backfill.get_asset_backfill_data(defs.resolve_asset_graph())
+        subset = data.get_target_partitions_subset(market_data.key)
+        if subset is not None:
+            busy.update(subset.get_partition_keys())
+    return busy
+
+
 def universe_result(
-    instance: dg.DagsterInstance, changed: pd.DataFrame, cursor: str
+    instance: dg.DagsterInstance,
+    changed: pd.DataFrame,
+    cursor: str,
+    busy: set[str] = frozenset(),
 ) -> dg.SensorResult | dg.SkipReason:
     if changed.empty:
         return dg.SkipReason("no symbols added or re-activated")
@@ -35,9 +87,9 @@ def universe_result(
     existing = instance.get_dynamic_partitions(symbol_partitions.name)
     registered = set(existing)
     new_partitions = [s for s in symbols if s not in registered]
-    # Only symbols without any bars yet need their history loaded.
+    # Only symbols without any bars yet need their history loaded, and not twice.
     loaded = instance.get_materialized_partitions(market_data.key)
-    to_load = [s for s in symbols if s not in loaded]
+    to_load = [s for s in symbols if s not in loaded and s not in busy]
     ordered = existing + new_partitions
     requests = [
         dg.RunRequest(
@@ -67,6 +119,41 @@ def universe_result(
 )
 def symbol_universe_sensor(context: dg.SensorEvaluationContext, database: PostgresResource):
     cursor = context.cursor or "1970-01-01T00:00:00+00:00"
+    partitions = context.instance.get_dynamic_partitions(symbol_partitions.name)
+    with database.connection(begin=True) as conn:
+        adopted, invalid = adopt_ui_partitions(conn, partitions)
     with database.connection() as conn:
         changed = symbols_changed_since(conn, cursor)
-    return universe_result(context.instance, changed, cursor)
+    for symbol in adopted:
+        context.log.info(f"partition {symbol} was added in the UI: now an active symbol")
+    for problem in invalid.values():
+        context.log.warning(f"removed partition {problem}")
+    result = universe_result(
+        context.instance, changed, cursor, symbols_in_flight(context.instance, partitions)
+    )
+    if not invalid:
+        return result
+    removal = symbol_partitions.build_delete_request(list(invalid))
+    if isinstance(result, dg.SkipReason):
+        return dg.SensorResult(skip_reason=result, dynamic_partitions_requests=[removal])
+    result.dynamic_partitions_requests.append(removal)
+    return result
+
+
+def adopt_ui_partitions(
+    conn: sa.Connection, partitions: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """Partitions missing from ``stock_info`` (added with the UI's "Add a partition"): a
+    valid symbol is registered as active, so it is scheduled like any other; anything else
+    is returned with the reason, for removal."""
+    known = known_symbols(conn, partitions)
+    orphans = [p for p in partitions if p not in known]
+    valid, invalid = [], {}
+    for name in orphans:
+        try:
+            valid.append(validate_symbol(name))
+        except InvalidSymbolError as exc:
+            hint = f" (did you mean {name.strip().upper()}?)" if name != name.upper() else ""
+            invalid[name] = f"{exc}{hint}"
+    add_symbols(conn, valid)
+    return valid, invalid
