@@ -308,3 +308,16 @@ def test_hours_left_out_are_fetched_again_then_remembered_as_known(yahoo, spec, 
     # Known now: the next refresh asks for its overlap only.
     again = load(spec, ["MSFT"])["MSFT"]
     assert "gaps_filled" not in again.details
+
+
+def test_a_monday_refresh_rereads_three_sessions_not_three_calendar_days():
+    """Three calendar days back from Monday's last bar held one bar of Friday: too few to
+    see a split or a silent back-adjustment of the days before (these tests failed on a
+    Monday evening)."""
+    from mltrading_assets.workers.symbol_work import overlap_start
+
+    monday = pd.Timestamp("2026-11-23 15:30", tz="America/New_York").tz_convert("UTC")
+    wednesday_open = pd.Timestamp("2026-11-18 09:30", tz="America/New_York")
+    assert overlap_start(monday, 3, "XNYS") == wednesday_open
+    # A currency has no sessions: calendar days.
+    assert overlap_start(monday, 3, None) == monday - pd.Timedelta(days=3)

@@ -54,7 +54,13 @@ from mltrading_assets.sources import (
     TransientSourceError,
     build_source,
 )
-from mltrading_assets.trading_calendar import NEW_YORK, bar_ends, exchange_of, grid_starts
+from mltrading_assets.trading_calendar import (
+    NEW_YORK,
+    bar_ends,
+    exchange_of,
+    grid_starts,
+    sessions_between,
+)
 from mltrading_assets.workers.isolation import SymbolTaskError
 from mltrading_assets.workers.lifeline import die_with_parent
 
@@ -182,6 +188,21 @@ def _bar_span(index: pd.DatetimeIndex) -> dict[str, Any]:
     return {"first_bar": index[0].isoformat(), "last_bar": index[-1].isoformat()}
 
 
+def overlap_start(last: pd.Timestamp, days: int, exchange: str | None) -> pd.Timestamp:
+    """Where a refresh starts re-reading: ``days`` before the newest stored bar, and for NYSE
+    symbols at least ``days`` sessions before its session. Over a weekend three calendar days
+    held one bar of Friday: a silent back-adjustment (seen from two bars before it) or a
+    split reported for Thursday was then never seen."""
+    start = last - pd.Timedelta(days=days)
+    if exchange != "XNYS":
+        return start
+    sessions = sessions_between(last - pd.Timedelta(days=days + 14), last)
+    sessions = sessions[sessions["open"] <= last]
+    if len(sessions) > days:
+        start = min(start, sessions["open"].iloc[-1 - days])
+    return start
+
+
 def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
     spec, source = worker.spec, worker.source
     end = source.now()
@@ -190,13 +211,13 @@ def _load_bars(worker: _Worker, symbol: str) -> dict[str, Any]:
     # source is asked, which can take seconds.
     with worker.engine.connect() as conn:
         last = None if spec.full_refresh else last_bar_time(conn, symbol, source.name)
+        exchange = exchange_of(symbol)
         if last is None:
             start = end - pd.Timedelta(days=spec.history_days)
         else:
             # Re-read a few days: the newest bar may have been in progress, and sources
             # revise.
-            start = last - pd.Timedelta(days=spec.overlap_days)
-        exchange = exchange_of(symbol)
+            start = overlap_start(last, spec.overlap_days, exchange)
         gaps = pd.DatetimeIndex([], tz="UTC")
         if last is not None and exchange is not None:
             # Hours the source left out once are asked for again while it still serves them.
