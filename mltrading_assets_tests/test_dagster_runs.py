@@ -78,6 +78,16 @@ def test_both_assets_materialize_per_symbol_through_the_multiprocess_executor(in
     assert schemas == {"runs": "dagster", "event_logs": "dagster", "market_data": "public"}
 
 
+def test_cli_runs_name_their_code_location(instance, db):
+    """Runs started from Python carry the workspace's code location, as UI runs do: the
+    Overview timeline shows only runs it can place there."""
+    register_partitions(instance, ["AAPL"])
+    [run] = materialize(instance, "market_data", ["AAPL"], run_config=run_config())
+    origin = instance.get_run_by_id(run.run_id).remote_job_origin
+    assert origin.repository_origin.get_label() == "__repository__@mltrading_assets"
+    assert origin.job_name == "market_data_job"
+
+
 def test_events_written_in_batches_keep_one_record_per_partition(instance, db):
     # Planned events and materializations go to the event log in batches (12 symbols: more
     # than one progress flush); each partition must still have its own, with its metadata.

@@ -256,6 +256,14 @@ def test_materialize_one_partition_from_the_asset_page(ui, page):
     page.steps.shot("partition-materialized")
 
 
+def test_runs_from_the_terminal_show_on_the_overview_timeline(ui, page):
+    ui.cli("materialize", "--symbols", "UIA", "--asset", "market_data")
+    open_page(page, ui, "/overview/activity/timeline")
+    # Only the terminal's run is of market_data_job so far (the UI's are __ASSET_JOB).
+    expect(page.get_by_role("link", name="market_data_job")).to_be_visible()
+    page.steps.shot("timeline")
+
+
 def test_materialize_all_ends_green_with_both_assets_for_every_symbol(ui, page):
     open_page(page, ui, "/locations/mltrading_assets/asset-groups/market")
     page.get_by_role("button", name="Materialize all…").click()
