@@ -45,12 +45,14 @@ def load_training_rows(
                 f"COPY ({statement.decode()}) TO STDOUT WITH (FORMAT csv, HEADER)", out
             )
         types = {"symbol": pa.dictionary(pa.int32(), pa.string()), "close": pa.float64()}
-        table = pa_csv.read_csv(
+        # Streamed block by block: read_csv held the whole text (~1 GB) besides the table.
+        with pa_csv.open_csv(
             path,
             convert_options=pa_csv.ConvertOptions(
                 column_types={**types, **dict.fromkeys(columns, pa.float32())}
             ),
-        )
+        ) as reader:
+            table = reader.read_all()
         # Arrow's buffers are freed as pandas takes each column over: one copy at a time.
         frame = table.to_pandas(self_destruct=True, split_blocks=True)
         del table

@@ -45,30 +45,29 @@ def model_features(feature_set: str) -> list[str]:
     return [c for c in FEATURE_SETS[feature_set] if c not in PRICE_LEVEL_COLUMNS]
 
 
-def add_labels(bars: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """``bars`` (symbol, timestamp, close, features; complete bars only) with the forward
-    return over ``horizon`` bars of the same symbol, its sign as ``label`` (1 = up) and the
-    time it becomes known. Rows whose label is not known yet are dropped."""
+def build_dataset(bars: pd.DataFrame, feature_columns: list[str], horizon: int) -> pd.DataFrame:
+    """``bars`` (symbol, timestamp, close, features; complete bars only) as labelled rows:
+    the forward return over ``horizon`` bars of the same symbol, its sign as ``label``
+    (1 = up) and the time it becomes known. Rows whose label is not known yet and warm-up
+    rows (a feature undefined) are left out.
+
+    One filtered copy of the rows: at 1,000 symbols a year, each extra copy is ~250 MB.
+    """
     if horizon < 1:
         raise ValueError(f"label horizon must be at least 1 bar, got {horizon}")
-    frame = bars.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-    by_symbol = frame.groupby("symbol", sort=False)
-    future_close = by_symbol["close"].shift(-horizon)
-    frame[FORWARD_RETURN] = future_close / frame["close"] - 1.0
-    frame[LABEL_TIME] = by_symbol["timestamp"].shift(-horizon)
-    frame = frame[frame[FORWARD_RETURN].notna()].copy()
-    frame[LABEL] = (frame[FORWARD_RETURN] > 0).astype(np.int8)
-    return frame.reset_index(drop=True)
-
-
-def build_dataset(bars: pd.DataFrame, feature_columns: list[str], horizon: int) -> pd.DataFrame:
-    """Labelled rows with every feature defined (warm-up rows left out)."""
     missing = [c for c in ["close", *KEY_COLUMNS, *feature_columns] if c not in bars.columns]
     if missing:
         raise KeyError(f"feature rows lack the column(s) {', '.join(missing)}")
-    labelled = add_labels(bars, horizon)
-    complete = labelled[feature_columns].notna().all(axis=1)
-    return labelled[complete].reset_index(drop=True)
+    frame = bars.sort_values(KEY_COLUMNS, kind="stable", ignore_index=True)
+    by_symbol = frame.groupby("symbol", sort=False, observed=True)
+    forward = by_symbol["close"].shift(-horizon).to_numpy() / frame["close"].to_numpy() - 1.0
+    label_time = by_symbol["timestamp"].shift(-horizon)
+    keep = ~np.isnan(forward) & frame[feature_columns].notna().all(axis=1).to_numpy()
+    dataset = frame.loc[keep].reset_index(drop=True)
+    dataset[FORWARD_RETURN] = forward[keep]
+    dataset[LABEL_TIME] = label_time[keep].to_numpy()
+    dataset[LABEL] = (dataset[FORWARD_RETURN] > 0).astype(np.int8)
+    return dataset
 
 
 @dataclass(frozen=True)
