@@ -343,6 +343,33 @@ def test_run_checks_for_a_chosen_symbol_and_see_its_result(ui, page):
     page.steps.shot("check-result")
 
 
+def test_retrain_from_the_ui_and_see_why_the_model_was_or_was_not_promoted(ui, page):
+    open_page(page, ui, "/locations/mltrading_assets/jobs/model_training_job/playground")
+    page.steps.shot("launchpad")
+    page.get_by_role("button", name="Launch Run").click()
+
+    def training_run() -> tuple:
+        rows = ui.sql(
+            "SELECT run_id, status FROM dagster.runs WHERE pipeline_name = 'model_training_job' "
+            "ORDER BY create_timestamp DESC LIMIT 1"
+        )
+        return rows[0] if rows else ("", "")
+
+    ui.wait_until("the training ran", lambda: training_run()[1] in ("SUCCESS", "FAILURE"))
+    # Synthetic bars are random walks: whether the first model beats the baselines is up to
+    # chance, and either way the gate says why, on the evaluation's Checks tab.
+    open_page(page, ui, "/assets/model_evaluation?view=checks")
+    expect(page.get_by_text("promotion_gate").first).to_be_visible()
+    latest = page.inner_text("body").split("Latest execution")[1]
+    promoted = training_run()[1] == "SUCCESS"
+    assert ("Passed" if promoted else "Failed") in latest, latest
+    assert "reason" in latest and "baseline" in latest, latest
+    page.steps.shot("gate-reason")
+    open_page(page, ui, "/assets/model_evaluation")
+    expect(page.get_by_text("comparison").first).to_be_visible()
+    page.steps.shot("evaluation")
+
+
 def test_a_symbol_added_from_the_cli_is_loaded_once(ui, page):
     ui.cli("symbols", "add", "UID")
     ui.wait_until(

@@ -246,19 +246,20 @@ def model_evaluation(
     png = evaluation.comparison_png(curves, "Long/short on the signal over the holdout")
     context.log.info(f"holdout scores: {json.dumps(scores)}")
     return dg.MaterializeResult(
+        # What a reader looks at first, then the numbers the gate reads (scores).
         metadata={
-            SCORES_KEY: dg.MetadataValue.json(scores),
+            "comparison": dg.MetadataValue.md(_scores_markdown(scores)),
+            "long_short": dg.MetadataValue.md(
+                f"![long/short](data:image/png;base64,{base64.b64encode(png).decode()})"
+            ),
             "candidate_version": candidate.version,
             "champion_version": champion.version if champion else "",
             "holdout_start": holdout_start.isoformat(),
             "holdout_end": holdout["timestamp"].max().isoformat(),
             "holdout_rows": len(holdout),
             "primary_metric": modeling.primary_metric,
-            "comparison": dg.MetadataValue.md(_scores_markdown(scores)),
-            "long_short": dg.MetadataValue.md(
-                f"![long/short](data:image/png;base64,{base64.b64encode(png).decode()})"
-            ),
             "notes": "; ".join(notes),
+            SCORES_KEY: dg.MetadataValue.json(scores),
         }
     )
 
