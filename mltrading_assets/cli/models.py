@@ -66,6 +66,8 @@ def champion() -> None:
 @models.command()
 def train() -> None:
     """Retrain now (as the 02:00 schedule does): the champion changes only past the gate."""
+    import dagster as dg
+
     from mltrading_assets.cli.main import _instance, _quiet_dagster_warnings
     from mltrading_assets.cli.runner import train_models
     from mltrading_assets.defs.models.assets import latest_metadata, model_evaluation
@@ -75,13 +77,23 @@ def train() -> None:
     with _instance() as instance:
         run = train_models(instance)
         evaluated = latest_metadata(instance, model_evaluation.key)
+        gates = [
+            record.event_log_entry.dagster_event.event_specific_data
+            for record in instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            ).records
+        ]
     champion_info = _registry(os.environ["MLTRADING_DATABASE_URL"]).by_alias("champion")
     click.echo(f"run {run.run_id}: {'ok' if run.success else 'FAILED'}")
     if evaluated:
         click.echo(f"candidate: version {evaluated['candidate_version']}")
+    for gate in gates:
+        verdict = "promoted" if gate.passed else "not promoted"
+        click.echo(f"{verdict}: {gate.description}")
     click.echo(f"champion: version {champion_info.version if champion_info else 'none'}")
     if not run.success:
-        click.echo("the promotion_gate check or a step failed: see the run in the UI", err=True)
+        if not gates:
+            click.echo("a step failed before the gate: see the run in the UI", err=True)
         raise SystemExit(1)
 
 
