@@ -2,6 +2,8 @@
 that beats the baselines becomes champion, a better one replaces it, a worse one is refused
 by the blocking gate, and predictions follow the champion."""
 
+import re
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -205,3 +207,10 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
     assert followed.job_name == "model_predictions_job"
     assert followed.tags["dagster/asset_partition_range_start"] == "AAA"
     assert followed.tags["dagster/asset_partition_range_end"] == "DDD"
+
+    # Retraining from the terminal (default settings: a boosted model) beats the rolled-back
+    # stump and says so.
+    trained = CliRunner().invoke(main, ["models", "train"])
+    assert trained.exit_code == 0, trained.output
+    assert re.search(r"promoted: roc_auc \S+ beats champion \S+ by", trained.output), trained.output
+    assert registry.by_alias(CHAMPION).version == "4"
