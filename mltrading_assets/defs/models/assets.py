@@ -34,6 +34,12 @@ COMMON = {"group_name": "models", "owners": ["team:mltrading"]}
 SCORES_KEY = "scores"
 
 
+def _stop(description: str) -> dg.Failure:
+    """A failure a retry would only repeat (a missing input, a refused candidate): the
+    RetryPolicy is for transient ones."""
+    return dg.Failure(description, allow_retries=False)
+
+
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object]:
     """The metadata values of ``key``'s latest materialization ({} if never)."""
     event = instance.get_latest_materialization_event(key)
@@ -78,7 +84,7 @@ def training_dataset(
         rows = load_training_rows(conn, bars.name, features, since)
     dataset = build_dataset(rows, features, modeling.horizon_bars)
     if dataset.empty:
-        raise dg.Failure(
+        raise _stop(
             f"no training rows: no active symbol has {modeling.horizon_bars + 1} complete "
             f"bars with every feature since {since:%Y-%m-%d} (source {bars.name}); "
             "materialize market_data and feature_engineered_data first"
@@ -108,7 +114,7 @@ def training_dataset(
 def _read_dataset(modeling: ModelingResource) -> pd.DataFrame:
     path = modeling.dataset_path()
     if not path.exists():
-        raise dg.Failure(f"{path} does not exist: materialize training_dataset first")
+        raise _stop(f"{path} does not exist: materialize training_dataset first")
     return pd.read_parquet(path)
 
 
@@ -141,7 +147,7 @@ def candidate_model(
             modeling.folds,
         )
     except ValueError as exc:
-        raise dg.Failure(f"cannot train: {exc}") from None
+        raise _stop(f"cannot train: {exc}") from None
     folds = pd.DataFrame(result.folds)
     registry = modeling.registry(database.url)
     version = registry.register_candidate(
@@ -212,14 +218,14 @@ def model_evaluation(
     registry = modeling.registry(database.url)
     candidate = registry.by_alias(CHALLENGER)
     if candidate is None:
-        raise dg.Failure("no challenger in the registry: materialize candidate_model first")
+        raise _stop("no challenger in the registry: materialize candidate_model first")
     champion = registry.by_alias(CHAMPION)
     dataset = _read_dataset(modeling)
     holdout_start = pd.Timestamp(candidate.tags["holdout_start"])
     holdout = dataset[dataset["timestamp"] >= holdout_start].reset_index(drop=True)
     history = dataset[dataset[LABEL_TIME] < holdout_start]
     if holdout.empty:
-        raise dg.Failure(f"the dataset has no rows from the holdout start {holdout_start}")
+        raise _stop(f"the dataset has no rows from the holdout start {holdout_start}")
 
     model = registry.load(candidate.version)
     probabilities = {"candidate": predict_up(model, _x(holdout, candidate))}
@@ -237,9 +243,7 @@ def model_evaluation(
         candidate.run_id, {f"holdout_{k}": v for k, v in scores["candidate"].items()}
     )
     curves = {
-        name if name not in ("candidate", "champion") else f"{name} v{version.version}": (
-            evaluation.long_short_returns(probabilities[name], holdout)
-        )
+        f"{name} v{version.version}": evaluation.long_short_returns(probabilities[name], holdout)
         for name, version in (("candidate", candidate), ("champion", champion))
         if name in probabilities
     }
@@ -284,7 +288,7 @@ def champion_model(
     evaluated = latest_metadata(context.instance, model_evaluation.key)
     decision = promotion_decision(evaluated, modeling)
     if not decision.promote:  # the gate blocks this step; a rerun from the UI must not skip it
-        raise dg.Failure(f"not promoted: {decision.reason}")
+        raise _stop(f"not promoted: {decision.reason}")
     version = str(evaluated["candidate_version"])
     registry = modeling.registry(database.url)
     previous = registry.promote(version, decision.reason)
@@ -334,7 +338,7 @@ def model_predictions(
     registry = modeling.registry(database.url)
     champion = registry.by_alias(CHAMPION)
     if champion is None:
-        raise dg.Failure(
+        raise _stop(
             "no champion model yet: materialize the models group (or run `mltrading models "
             "train`) first"
         )
