@@ -9,7 +9,11 @@ and works the same for scheduled runs, backfills and runs launched from the UI.
 import dagster as dg
 
 from mltrading_assets.defs.features.assets import feature_engineered_data
-from mltrading_assets.defs.features.follow import features_request_after, followed_already
+from mltrading_assets.defs.features.follow import (
+    features_request_after,
+    follow_up_sensors,
+    followed_already,
+)
 from mltrading_assets.defs.features.jobs import features_job
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.market_data.jobs import market_data_job
@@ -29,26 +33,16 @@ def _follow(context: dg.RunStatusSensorContext):
     return features_request_after(run)
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    request_job=features_job,
-    minimum_interval_seconds=10,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Compute features as soon as a market_data run has written its bars.",
-)
-def features_after_market_data(context: dg.RunStatusSensorContext):
-    return _follow(context)
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.FAILURE,
-    request_job=features_job,
-    minimum_interval_seconds=10,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
+features_after_market_data, features_after_failed_market_data = follow_up_sensors(
+    features_job,
+    _follow,
+    on_success=(
+        "features_after_market_data",
+        "Compute features as soon as a market_data run has written its bars.",
+    ),
+    on_failure=(
+        "features_after_failed_market_data",
         "A partly failed market_data run still wrote the bars of its good symbols: "
-        "compute their features too."
+        "compute their features too.",
     ),
 )
-def features_after_failed_market_data(context: dg.RunStatusSensorContext):
-    return _follow(context)

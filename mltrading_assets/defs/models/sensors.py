@@ -5,7 +5,11 @@ import dagster as dg
 
 from mltrading_assets.db.symbols import active_symbols
 from mltrading_assets.defs.features.assets import feature_engineered_data
-from mltrading_assets.defs.features.follow import followed_already, request_after
+from mltrading_assets.defs.features.follow import (
+    follow_up_sensors,
+    followed_already,
+    request_after,
+)
 from mltrading_assets.defs.features.jobs import features_job
 from mltrading_assets.defs.models.assets import champion_model
 from mltrading_assets.defs.models.jobs import model_predictions_job
@@ -29,26 +33,18 @@ def _follow_features(context: dg.RunStatusSensorContext):
     return request_after(run, model_predictions_job.name, PREDICTS_AFTER_TAG, "predictions")
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    request_job=model_predictions_job,
-    minimum_interval_seconds=10,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Predict the newest bar of each symbol as soon as its features are in.",
+predictions_after_features, predictions_after_failed_features = follow_up_sensors(
+    model_predictions_job,
+    _follow_features,
+    on_success=(
+        "predictions_after_features",
+        "Predict the newest bar of each symbol as soon as its features are in.",
+    ),
+    on_failure=(
+        "predictions_after_failed_features",
+        "A partly failed features run still wrote its good symbols: predict those.",
+    ),
 )
-def predictions_after_features(context: dg.RunStatusSensorContext):
-    return _follow_features(context)
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.FAILURE,
-    request_job=model_predictions_job,
-    minimum_interval_seconds=10,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="A partly failed features run still wrote its good symbols: predict those.",
-)
-def predictions_after_failed_features(context: dg.RunStatusSensorContext):
-    return _follow_features(context)
 
 
 @dg.asset_sensor(
