@@ -17,6 +17,16 @@ def _select(columns: list[str]) -> str:
     return ", ".join(f"f.{c}" for c in columns)
 
 
+# Feature rows of active symbols, beside their bar (whose in_progress flag says whether it is
+# complete): what training and prediction both read.
+_ACTIVE_FEATURE_ROWS = (
+    "FROM public.feature_engineered_data f "
+    "JOIN public.stock_info s ON s.symbol = f.symbol AND s.active "
+    "JOIN public.market_data m ON m.symbol = f.symbol "
+    'AND m."timestamp" = f."timestamp" AND m.source = f.source '
+)
+
+
 def load_training_rows(
     conn: sa.Connection, source: str, columns: list[str], since: pd.Timestamp
 ) -> pd.DataFrame:
@@ -29,11 +39,7 @@ def load_training_rows(
     """
     query = (
         'SELECT f.symbol, extract(epoch FROM f."timestamp") AS epoch, f.close, '
-        f"{_select(columns)} "
-        "FROM public.feature_engineered_data f "
-        "JOIN public.stock_info s ON s.symbol = f.symbol AND s.active "
-        "JOIN public.market_data m ON m.symbol = f.symbol "
-        'AND m."timestamp" = f."timestamp" AND m.source = f.source '
+        f"{_select(columns)} {_ACTIVE_FEATURE_ROWS}"
         'WHERE f.source = %(source)s AND f."timestamp" >= %(since)s AND NOT m.in_progress'
     )
     cursor = conn.connection.cursor()
@@ -67,11 +73,7 @@ def newest_feature_rows(
     rows = conn.execute(
         sa.text(
             'SELECT DISTINCT ON (f.symbol) f.symbol, f."timestamp", m.in_progress, '
-            f"{_select(columns)} "
-            "FROM public.feature_engineered_data f "
-            "JOIN public.stock_info s ON s.symbol = f.symbol AND s.active "
-            "JOIN public.market_data m ON m.symbol = f.symbol "
-            'AND m."timestamp" = f."timestamp" AND m.source = f.source '
+            f"{_select(columns)} {_ACTIVE_FEATURE_ROWS}"
             "WHERE f.symbol = ANY(:symbols) AND f.source = :source "
             'ORDER BY f.symbol, f."timestamp" DESC'
         ),

@@ -64,10 +64,10 @@ def symbols_in_flight(instance: dg.DagsterInstance, ordered: list[str]) -> set[s
     requested = instance.get_backfills(
         filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])
     )
-    for backfill in requested:
-        if not backfill.is_asset_backfill:
-            continue
-        data = backfill.get_asset_backfill_data(defs.resolve_asset_graph())
+    asset_backfills = [b for b in requested if b.is_asset_backfill]
+    asset_graph = defs.resolve_asset_graph() if asset_backfills else None
+    for backfill in asset_backfills:
+        data = backfill.get_asset_backfill_data(asset_graph)
         subset = data.get_target_partitions_subset(market_data.key)
         if subset is not None:
             busy.update(subset.get_partition_keys())
@@ -122,7 +122,6 @@ def symbol_universe_sensor(context: dg.SensorEvaluationContext, database: Postgr
     partitions = context.instance.get_dynamic_partitions(symbol_partitions.name)
     with database.connection(begin=True) as conn:
         adopted, invalid = adopt_ui_partitions(conn, partitions)
-    with database.connection() as conn:
         changed = symbols_changed_since(conn, cursor)
     for symbol in adopted:
         context.log.info(f"partition {symbol} was added in the UI: now an active symbol")
