@@ -15,6 +15,14 @@ from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets_tests.test_dagster_runs import materializations, run_config
 
 MONDAY_NOON = "2026-11-23T17:00:00Z"  # 12:00 New York, market open
+MARKET_DATA_CHECKS = (
+    "ohlc_sane",
+    "no_duplicate_bars",
+    "no_session_gaps",
+    "no_missing_bars",
+    "bars_on_grid",
+    "fresh_during_market_hours",
+)
 
 
 def config_at(as_of: str, **processing) -> dict:
@@ -80,16 +88,7 @@ def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
         )
     [check_run] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
     results = evaluations(instance, check_run.run_id)
-    for check in (
-        "ohlc_sane",
-        "no_duplicate_bars",
-        "no_session_gaps",
-        "no_missing_bars",
-        "bars_on_grid",
-        "fresh_during_market_hours",
-        "feature_ranges",
-        "rows_match_bars",
-    ):
+    for check in (*MARKET_DATA_CHECKS, "feature_ranges", "rows_match_bars"):
         assert results[(check, "GOOD")] is True, check
         assert results[(check, "BAD")] is False, check
 
@@ -237,17 +236,7 @@ def test_a_ui_materialization_runs_the_assets_checks_for_its_symbol(instance, db
     assert run.status == dg.DagsterRunStatus.SUCCESS
     results = evaluations(instance, run.run_id)
     # Every market_data check ran (none SKIPPED) for GOOD alone...
-    assert results == {
-        (check, "GOOD"): True
-        for check in (
-            "ohlc_sane",
-            "no_duplicate_bars",
-            "no_session_gaps",
-            "no_missing_bars",
-            "bars_on_grid",
-            "fresh_during_market_hours",
-        )
-    }
+    assert results == {(check, "GOOD"): True for check in MARKET_DATA_CHECKS}
     # ...and recorded GOOD's own numbers, not a summary of the run.
     [record] = [
         e.dagster_event.event_specific_data

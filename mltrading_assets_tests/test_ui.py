@@ -21,19 +21,12 @@ import sqlalchemy as sa
 
 from mltrading_assets.cli.embedded import PROJECT_ROOT
 from mltrading_assets_tests.conftest import free_port, run_cli
+from mltrading_assets_tests.test_operations import MARKET_DATA_CHECKS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = PROJECT_ROOT / "test-output" / "ui"
 AS_OF = "2026-11-20T21:00:00Z"
 UI_SYMBOLS = ["UIA", "UIB", "UIC"]
-MARKET_DATA_CHECKS = (
-    "bars_on_grid",
-    "fresh_during_market_hours",
-    "no_duplicate_bars",
-    "no_missing_bars",
-    "no_session_gaps",
-    "ohlc_sane",
-)
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -124,6 +117,20 @@ class UI:
             data = json.loads(event)["dagster_event"]["event_specific_data"]
             results[(data["check_name"], data["partition"])] = data["success"]
         return results
+
+    def finished_run(self, job: str) -> tuple[str, str]:
+        """Wait for the newest run of ``job`` to end; its id and status."""
+
+        def newest() -> tuple[str, str]:
+            rows = self.sql(
+                "SELECT run_id, status FROM dagster.runs WHERE pipeline_name = :job "
+                "ORDER BY create_timestamp DESC LIMIT 1",
+                job=job,
+            )
+            return rows[0] if rows else ("", "")
+
+        self.wait_until(f"a run of {job} ended", lambda: newest()[1] in ("SUCCESS", "FAILURE"))
+        return newest()
 
     def runs(self) -> list[tuple]:
         return self.sql("SELECT run_id, status FROM dagster.runs ORDER BY create_timestamp")
@@ -321,15 +328,7 @@ def test_run_checks_for_a_chosen_symbol_and_see_its_result(ui, page):
     page.steps.shot("symbol-chosen")
     page.get_by_role("button", name="Launch Run").click()
 
-    def check_run() -> tuple:
-        rows = ui.sql(
-            "SELECT run_id, status FROM dagster.runs WHERE pipeline_name = 'quality_checks_job' "
-            "ORDER BY create_timestamp DESC LIMIT 1"
-        )
-        return rows[0] if rows else ("", "")
-
-    ui.wait_until("the checks ran", lambda: check_run()[1] in ("SUCCESS", "FAILURE"))
-    run_id, status = check_run()
+    run_id, status = ui.finished_run("quality_checks_job")
     assert status == "SUCCESS"
     results = ui.check_results(run_id)
     assert {symbol for _, symbol in results} == {"UIB"}
@@ -348,20 +347,13 @@ def test_retrain_from_the_ui_and_see_why_the_model_was_or_was_not_promoted(ui, p
     page.steps.shot("launchpad")
     page.get_by_role("button", name="Launch Run").click()
 
-    def training_run() -> tuple:
-        rows = ui.sql(
-            "SELECT run_id, status FROM dagster.runs WHERE pipeline_name = 'model_training_job' "
-            "ORDER BY create_timestamp DESC LIMIT 1"
-        )
-        return rows[0] if rows else ("", "")
-
-    ui.wait_until("the training ran", lambda: training_run()[1] in ("SUCCESS", "FAILURE"))
+    _, status = ui.finished_run("model_training_job")
     # Synthetic bars are random walks: whether the first model beats the baselines is up to
     # chance, and either way the gate says why, on the evaluation's Checks tab.
     open_page(page, ui, "/assets/model_evaluation?view=checks")
     expect(page.get_by_text("promotion_gate").first).to_be_visible()
     latest = page.inner_text("body").split("Latest execution")[1]
-    promoted = training_run()[1] == "SUCCESS"
+    promoted = status == "SUCCESS"
     assert ("Passed" if promoted else "Failed") in latest, latest
     assert "reason" in latest and "baseline" in latest, latest
     page.steps.shot("gate-reason")
