@@ -220,3 +220,14 @@ def test_bad_input_is_refused_with_a_clear_message():
         compute_features(bars.tz_localize("UTC").drop(columns="volume"))
     with pytest.raises(ValueError, match="unknown feature_set 'fancy'"):
         compute_features(bars.tz_localize("UTC"), feature_set="fancy")
+
+
+def test_the_feature_reference_defines_every_column_and_is_up_to_date():
+    # Readers of the table look columns up in REFERENCE.md: it must cover the contract
+    # exactly and be what the contract renders (regenerate: python -m
+    # mltrading_assets.features.reference).
+    from mltrading_assets.features.contract import ALL_FEATURE_COLUMNS
+    from mltrading_assets.features.reference import DEFINITIONS, REFERENCE_FILE, render
+
+    assert set(DEFINITIONS) == set(ALL_FEATURE_COLUMNS)
+    assert REFERENCE_FILE.read_text() == render()

@@ -1,4 +1,4 @@
--- Technical features per bar; columns are the contract of FEATURES.md.
+-- Technical features per bar; the columns are mltrading_assets/features/contract.py (REFERENCE.md there).
 -- Undefined values (warm-up, division by zero) are NULL, never NaN.
 CREATE TABLE IF NOT EXISTS public.feature_engineered_data (
     symbol                   TEXT NOT NULL,

@@ -1,4 +1,4 @@
-"""Column contract of ``feature_engineered_data`` (see FEATURES.md of the project owner).
+"""Column contract of ``feature_engineered_data`` (described for readers in ``REFERENCE.md``).
 
 Other code, dashboards and models read these columns by name: the lists here are the single
 source for the asset, the SQL writes and the tests.

@@ -7,7 +7,8 @@ import talib
 from mltrading_assets.trading_calendar import NEW_YORK, is_in_regular_session
 
 # A price difference smaller than this fraction of close is floating-point noise from
-# rolling sums over flat prices, and counts as zero (FEATURES.md).
+# rolling sums over flat prices, and counts as zero: a flat Bollinger band or 14-bar range
+# gives NULL, not a huge or undefined ratio.
 FLAT_RANGE_TOLERANCE = 1e-9
 
 
