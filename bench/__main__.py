@@ -123,11 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     CHARTS = not args.no_charts
     warnings.filterwarnings("ignore")
-    from mltrading_assets.cli.embedded import (
-        PROJECT_ROOT,
-        ensure_database,
-        start_embedded_postgres,
-    )
+    from mltrading_assets.db.embedded import ensure_database, start_embedded_postgres
+    from mltrading_assets.paths import PROJECT_ROOT
 
     server = args.database_url or start_embedded_postgres(
         PROJECT_ROOT / ".mltrading" / "bench-pgdata", database="postgres"
@@ -177,11 +174,12 @@ def run(
 
     from bench import baseline
     from bench.monitor import Monitor
-    from mltrading_assets.cli.runner import materialize, register_partitions
-    from mltrading_assets.cli.runner import refresh as pipelined_refresh
     from mltrading_assets.db.engine import create_app_engine
     from mltrading_assets.db.migrate import apply_schema
     from mltrading_assets.db.symbols import add_symbols
+    from mltrading_assets.lib.launching import materialize
+    from mltrading_assets.lib.launching import refresh as pipelined_refresh
+    from mltrading_assets.lib.partitions import register_partitions
 
     engine = create_app_engine(url, pool_size=1, application_name="bench")
     apply_schema(engine)
@@ -294,8 +292,8 @@ def yahoo_refresh(args, yahoo, instance, engine, home: str, measured, refresh) -
     """The hourly refresh (both assets) through yfinance against the local server, with a
     service time per chart request: fetching should run at the request limit, not the
     core count, so the wall time approaches N x latency / max_concurrent_requests."""
-    from mltrading_assets.cli.runner import register_partitions
     from mltrading_assets.db.symbols import add_symbols
+    from mltrading_assets.lib.partitions import register_partitions
 
     names = [f"Y{i:05d}" for i in range(args.symbols)]
     with engine.begin() as conn:
@@ -331,13 +329,10 @@ def yahoo_refresh(args, yahoo, instance, engine, home: str, measured, refresh) -
 
 def pure_incremental(url: str, symbols: list[str], as_of: str, measured) -> Result:
     """The same incremental work without Dagster: the worker pool called directly."""
+    from mltrading_assets.workers.bar_task import load_market_data
+    from mltrading_assets.workers.feature_task import build_features
+    from mltrading_assets.workers.harness import WorkSpec, init_worker
     from mltrading_assets.workers.isolation import default_workers, run_isolated
-    from mltrading_assets.workers.symbol_work import (
-        WorkSpec,
-        build_features,
-        init_worker,
-        load_market_data,
-    )
 
     spec = WorkSpec(database_url=url, source={"kind": "synthetic", "as_of": as_of}, charts=CHARTS)
 

@@ -97,9 +97,10 @@ def scheduled_load(
     ticks: int = 3,
 ) -> list[str]:
     from bench.monitor import Monitor, client_connections, count_by
-    from mltrading_assets.cli.embedded import PROJECT_ROOT
-    from mltrading_assets.defs.features.follow import FOLLOWS_TAG
-    from mltrading_assets.defs.market_data.schedules import market_data_requests
+    from mltrading_assets.lib.partitions import partitions_among
+    from mltrading_assets.lib.schedules import tick_requests
+    from mltrading_assets.names import RunTags
+    from mltrading_assets.paths import PROJECT_ROOT
 
     port = _free_port()
     log = Path(home) / "dagster-dev.log"
@@ -127,8 +128,8 @@ def scheduled_load(
                 return conn.exec_driver_sql(sql).scalar_one()
 
         for tick, as_of in enumerate(_market_hours_after(clock(0), ticks), start=1):
-            requests = market_data_requests(
-                instance, symbols, pd.Timestamp(as_of), prefix=f"bench-tick-{tick}"
+            requests = tick_requests(
+                partitions_among(instance, symbols), pd.Timestamp(as_of), f"bench-tick-{tick}"
             )
             first_event = scalar("SELECT coalesce(max(id), 0) FROM dagster.event_logs")
             with Monitor(engine, database, holder=_holder) as monitor:
@@ -139,7 +140,7 @@ def scheduled_load(
                     )
                     for request in requests
                 ]
-                statuses = _wait_for_tick(instance, bar_runs, FOLLOWS_TAG)
+                statuses = _wait_for_tick(instance, bar_runs, RunTags.FEATURES_AFTER)
                 wall = time.perf_counter() - started
             event_bytes = scalar(
                 "SELECT coalesce(sum(octet_length(event)), 0) FROM dagster.event_logs "

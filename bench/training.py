@@ -1,5 +1,5 @@
-"""The model chain on a year of every benchmark symbol, once per learner: the issue asked
-for LightGBM and scikit-learn's HistGradientBoostingClassifier measured side by side."""
+"""The model chain on a year of every benchmark symbol, once per learner: LightGBM and
+scikit-learn's HistGradientBoostingClassifier measured side by side, to choose the default."""
 
 import time
 
@@ -14,13 +14,13 @@ LEARNERS = ("hist_gradient_boosting", "lightgbm")
 def training(
     instance: dg.DagsterInstance, engine: sa.Engine, database: str, home: str, as_of: str
 ) -> None:
-    from mltrading_assets.cli.runner import train_models
     from mltrading_assets.defs.models.assets import (
         candidate_model,
         latest_metadata,
         model_evaluation,
         training_dataset,
     )
+    from mltrading_assets.lib.launching import train_models
 
     for learner in LEARNERS:
         config = {

@@ -25,8 +25,8 @@ EXECUTOR_CONFIG = {
 }
 executor = dg.multiprocess_executor.configured(EXECUTOR_CONFIG)
 
-# A plain Definitions object (not a @dg.definitions function), so the CLI, the runner and
-# the tests can import `defs` and resolve jobs from it directly.
+# A plain Definitions object (not a @dg.definitions function), so the CLI and the tests can
+# import `defs`, and runs launched from Python can name it (lib/launching.py).
 defs = dg.Definitions.merge(
     dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
     dg.Definitions(executor=executor),

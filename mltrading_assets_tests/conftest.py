@@ -16,20 +16,20 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.cli.embedded import PROJECT_ROOT, ensure_database
+from mltrading_assets.db.embedded import ensure_database
 from mltrading_assets.db.engine import create_app_engine
 from mltrading_assets.db.migrate import apply_schema
+from mltrading_assets.db.tables import APP_TABLES
+from mltrading_assets.paths import PROJECT_ROOT
+from mltrading_assets.workers import fault_injection
 
 FIXTURES = Path(__file__).parent / "fixtures"
-APP_TABLES = [
-    "corporate_actions",
-    "feature_engineered_data",
-    "known_gaps",
-    "market_data",
-    "model_predictions",
-    "stock_info",
-    "system_logs",
-]
+
+# Faults on purpose (workers/fault_injection.py) for runs executed in this process: the
+# executor's fork server keeps the environment it started with, so the variable is set
+# before any run, once, to a file that each test writes its faults into (`inject_faults`).
+FAULTS_FILE = Path(tempfile.mkdtemp(prefix="mltrading-faults-")) / "faults"
+os.environ[fault_injection.ENVIRONMENT_VARIABLE] = str(FAULTS_FILE)
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -50,7 +50,7 @@ def server_url() -> str:
     if url:
         yield url
         return
-    from mltrading_assets.cli.embedded import pgserver_module
+    from mltrading_assets.db.embedded import pgserver_module
 
     # Not under pytest's tmp dir: pytest resets /tmp/pytest-of-<user> to mode 700 when a
     # session starts, which locks the server's own user out of its data directory.
@@ -186,3 +186,10 @@ def success_sensor_context(
     return dg.build_run_status_sensor_context(
         sensor_name=sensor.name, dagster_instance=instance, dagster_run=run, dagster_event=success
     )
+
+
+@pytest.fixture
+def inject_faults():
+    """``inject_faults("B=raise,C=kill")``: those symbols fail on purpose in this test's runs."""
+    yield FAULTS_FILE.write_text
+    FAULTS_FILE.unlink(missing_ok=True)

@@ -10,14 +10,11 @@ import sqlalchemy as sa
 
 from mltrading_assets.db.bars import read_bars
 from mltrading_assets.features import compute_features
+from mltrading_assets.names import MetadataKeys
 from mltrading_assets.sources.yahoo import YahooSource
+from mltrading_assets.workers.feature_task import build_features
+from mltrading_assets.workers.harness import WorkSpec, init_worker
 from mltrading_assets.workers.isolation import run_isolated
-from mltrading_assets.workers.symbol_work import (
-    REBASED_KEY,
-    WorkSpec,
-    build_features,
-    init_worker,
-)
 from mltrading_assets_tests.conftest import table_count
 from mltrading_assets_tests.fake_yahoo import Split
 from mltrading_assets_tests.test_yahoo import last_sessions, load, stored
@@ -88,7 +85,7 @@ def test_a_reported_split_rebases_the_history_and_its_features(yahoo, spec, db):
     outcome = load(spec, ["AAPL"])["AAPL"]
 
     assert outcome.ok, outcome.error
-    assert "split 2:1 on " + ex_date in outcome.details[REBASED_KEY]
+    assert "split 2:1 on " + ex_date in outcome.details[MetadataKeys.REBASED]
     rows = stored(db, "AAPL")
     served = yahoo.bars("AAPL").loc[rows.index]
     # Every stored bar is on the new basis: what a full reload from Yahoo gives.
@@ -101,7 +98,7 @@ def test_a_reported_split_rebases_the_history_and_its_features(yahoo, spec, db):
     assert_features_equal_a_full_recompute(db, "AAPL", "yahoo")
     # The next refresh sees the split as known: no second re-basing.
     again = load(spec, ["AAPL"])["AAPL"]
-    assert REBASED_KEY not in again.details
+    assert MetadataKeys.REBASED not in again.details
 
 
 def test_a_silent_back_adjustment_is_detected_in_the_overlap(yahoo, spec, db):
@@ -109,7 +106,7 @@ def test_a_silent_back_adjustment_is_detected_in_the_overlap(yahoo, spec, db):
     # Two sessions back: the 3-day overlap holds a session of bars from before it.
     yahoo.splits["MSFT"] = [Split(split_day(2), 3, 1, announced=False)]
     outcome = load(spec, ["MSFT"])["MSFT"]
-    assert "without an event" in outcome.details[REBASED_KEY]
+    assert "without an event" in outcome.details[MetadataKeys.REBASED]
     rows = stored(db, "MSFT")
     np.testing.assert_allclose(rows["close"], yahoo.bars("MSFT").loc[rows.index, "close"])
     assert actions(db, "MSFT") == []  # nothing was reported, nothing is invented
@@ -123,7 +120,7 @@ def test_bars_older_than_the_source_serves_are_adjusted_by_the_ratio(yahoo, spec
     yahoo.splits["NVDA"] = [Split(split_day(), 4, 1)]
     outcome = load(spec, ["NVDA"])["NVDA"]
     assert outcome.ok, outcome.error
-    older = int(outcome.details[REBASED_KEY].split(" older bars")[0].rsplit(" ", 1)[1])
+    older = int(outcome.details[MetadataKeys.REBASED].split(" older bars")[0].rsplit(" ", 1)[1])
     assert older > 50
     rows = stored(db, "NVDA")
     served = yahoo.bars("NVDA").loc[rows.index]
@@ -195,7 +192,7 @@ def test_a_split_in_a_csv_file_rebases_the_history(db, database_url, tmp_path):
     outcome = load(spec, ["CSVX"])["CSVX"]
 
     assert outcome.ok, outcome.error
-    assert "split 2:1" in outcome.details[REBASED_KEY]
+    assert "split 2:1" in outcome.details[MetadataKeys.REBASED]
     with db.connect() as conn:
         rows = read_bars(conn, "CSVX", "csv")
     np.testing.assert_allclose(rows["close"], adjusted["close"].to_numpy(), rtol=1e-9)
@@ -208,9 +205,10 @@ def test_a_rebased_history_is_named_in_the_run_metadata_and_system_logs(
 ):
     import dagster as dg
 
-    from mltrading_assets.cli.runner import materialize, register_partitions
     from mltrading_assets.defs.operations.sensors import log_successful_runs
-    from mltrading_assets.defs.resources import PostgresResource
+    from mltrading_assets.lib.launching import materialize
+    from mltrading_assets.lib.partitions import register_partitions
+    from mltrading_assets.lib.resources import PostgresResource
     from mltrading_assets_tests.fake_yahoo import FakeYahoo
 
     bars = FakeYahoo(now=last_sessions(1)["close"].iloc[-1]).bars("SPLT")
@@ -228,7 +226,7 @@ def test_a_rebased_history_is_named_in_the_run_metadata_and_system_logs(
 
     assert run.success
     [record] = instance.fetch_materializations(dg.AssetKey("market_data"), limit=1).records
-    assert "split 2:1" in record.asset_materialization.metadata[REBASED_KEY].value
+    assert "split 2:1" in record.asset_materialization.metadata[MetadataKeys.REBASED].value
     log_successful_runs(
         dg.build_run_status_sensor_context(
             sensor_name=log_successful_runs.name,
@@ -314,7 +312,7 @@ def test_a_monday_refresh_rereads_three_sessions_not_three_calendar_days():
     """Three calendar days back from Monday's last bar held one bar of Friday: too few to
     see a split or a silent back-adjustment of the days before (these tests failed on a
     Monday evening)."""
-    from mltrading_assets.workers.symbol_work import overlap_start
+    from mltrading_assets.workers.bar_task import overlap_start
 
     monday = pd.Timestamp("2026-11-23 15:30", tz="America/New_York").tz_convert("UTC")
     wednesday_open = pd.Timestamp("2026-11-18 09:30", tz="America/New_York")

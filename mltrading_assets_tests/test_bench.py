@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from mltrading_assets.cli.embedded import PROJECT_ROOT
+from mltrading_assets.paths import PROJECT_ROOT
 
 
 def test_bench_prints_a_machine_readable_line_per_scenario(server_url):

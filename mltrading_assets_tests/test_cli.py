@@ -96,7 +96,7 @@ def test_doctor_reports_which_tables_live_in_which_schema(instance):
 def test_doctor_fails_when_the_dagster_schema_is_missing(database_url, server_url, monkeypatch):
     import sqlalchemy as sa
 
-    from mltrading_assets.cli.embedded import ensure_database
+    from mltrading_assets.db.embedded import ensure_database
 
     # A separate database, so the shared one keeps its Dagster tables.
     ensure_database(server_url, "mltrading_doctor_test")
@@ -114,15 +114,15 @@ def test_doctor_fails_when_the_dagster_schema_is_missing(database_url, server_ur
     engine.dispose()
 
 
-def test_stats_report_runs_durations_slowest_symbols_and_rows(instance, db):
-    from mltrading_assets.cli.runner import materialize, register_partitions
+def test_stats_report_runs_durations_slowest_symbols_and_rows(instance, db, inject_faults):
+    from mltrading_assets.lib.launching import materialize
+    from mltrading_assets.lib.partitions import register_partitions
     from mltrading_assets_tests.test_dagster_runs import run_config
 
     register_partitions(instance, ["AAPL", "FAIL"])
     materialize(instance, "market_data", ["AAPL"], run_config=run_config())
-    materialize(
-        instance, "market_data", ["FAIL"], run_config=run_config(fault_injection="FAIL=raise")
-    )
+    inject_faults("FAIL=raise")
+    materialize(instance, "market_data", ["FAIL"], run_config=run_config())
     result = invoke("stats", "--json")
     stats = json.loads(result.output)
     assert stats["last_day"]["runs"] == 2

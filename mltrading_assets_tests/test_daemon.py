@@ -9,11 +9,9 @@ import time
 import dagster as dg
 import sqlalchemy as sa
 
-from mltrading_assets.cli.embedded import PROJECT_ROOT
 from mltrading_assets.db.symbols import add_symbols
-from mltrading_assets.defs.features.follow import FOLLOWS_TAG
-from mltrading_assets.defs.symbols.sensors import NEW_SYMBOLS_TAG
-from mltrading_assets.lib.dead_runs import PID_TAG
+from mltrading_assets.names import RunTags
+from mltrading_assets.paths import PROJECT_ROOT
 
 AS_OF = "2026-11-20T21:00:00Z"
 NEW = ["NEWA", "NEWB", "NEWC"]
@@ -75,11 +73,13 @@ def test_daemon_loads_new_symbols_and_features_follow(instance, db, tmp_path):
         log.close()
 
     assert set(instance.get_dynamic_partitions("symbols")) == set(NEW)
-    history = instance.get_runs(filters=dg.RunsFilter(tags={NEW_SYMBOLS_TAG: "true"}))
+    history = instance.get_runs(filters=dg.RunsFilter(tags={RunTags.NEW_SYMBOLS: "true"}))
     assert len(history) == 1  # one batched run for the three symbols, not three
     assert history[0].tags["dagster/asset_partition_range_start"] == "NEWA"
     assert history[0].tags["dagster/asset_partition_range_end"] == "NEWC"
     # The step named the run worker that orchestrated it, so a killed one is found dead.
-    assert history[0].tags[PID_TAG] not in {str(os.getpid()), str(daemon.pid)}
-    followers = instance.get_runs(filters=dg.RunsFilter(tags={FOLLOWS_TAG: history[0].run_id}))
+    assert history[0].tags[RunTags.PID] not in {str(os.getpid()), str(daemon.pid)}
+    followers = instance.get_runs(
+        filters=dg.RunsFilter(tags={RunTags.FEATURES_AFTER: history[0].run_id})
+    )
     assert [run.job_name for run in followers] == ["features_job"]

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mltrading_assets.cli.runner import materialize, register_partitions
 from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.features.sensors import features_after_market_data
 from mltrading_assets.defs.market_data.assets import market_data
-from mltrading_assets.defs.symbols.partitions import symbol_partitions
+from mltrading_assets.lib.launching import materialize
+from mltrading_assets.lib.partitions import register_partitions, symbol_partitions
 from mltrading_assets_tests.conftest import success_sensor_context, table_count
 
 AS_OF = "2026-11-20T21:00:00Z"
@@ -183,11 +183,12 @@ def test_materialize_all_runs_features_in_the_same_run_and_keeps_each_symbols_me
     assert isinstance(features_after_market_data(context), dg.SkipReason)
 
 
-def test_a_failing_symbol_fails_alone(instance, db):
+def test_a_failing_symbol_fails_alone(instance, db, inject_faults):
     # B raises, C kills its worker process, D hangs past the per-symbol timeout.
     symbols = ["A", "B", "C", "D", "E"]
     register_partitions(instance, symbols)
-    config = run_config(fault_injection="B=raise,C=kill,D=hang", symbol_timeout_seconds=5.0)
+    inject_faults("B=raise,C=kill,D=hang")
+    config = run_config(symbol_timeout_seconds=5.0)
     [run] = materialize(instance, "market_data", symbols, run_config=config)
     assert not run.success
 
@@ -216,8 +217,8 @@ def test_a_failing_symbol_fails_alone(instance, db):
 
 
 def test_rebuild_reloads_and_recomputes_every_active_symbol(instance, db):
-    from mltrading_assets.cli.runner import rebuild_all
     from mltrading_assets.db.symbols import add_symbols
+    from mltrading_assets.lib.launching import rebuild_all
 
     with db.begin() as conn:
         add_symbols(conn, ["AAPL", "MSFT"])
@@ -240,7 +241,7 @@ def test_rebuild_reloads_and_recomputes_every_active_symbol(instance, db):
 
 
 def test_refresh_overlaps_features_of_a_range_with_the_next_bars(instance, db):
-    from mltrading_assets.cli.runner import refresh
+    from mltrading_assets.lib.launching import refresh
 
     symbols = ["R1", "R2", "R3", "R4", "R5"]
     register_partitions(instance, symbols)

@@ -15,8 +15,8 @@ import dagster as dg
 from click.testing import CliRunner
 
 from mltrading_assets.cli import main
-from mltrading_assets.cli.embedded import PROJECT_ROOT
-from mltrading_assets.cli.runner import register_partitions
+from mltrading_assets.lib.partitions import register_partitions
+from mltrading_assets.paths import PROJECT_ROOT
 
 
 def start_a_run_and_kill_it(instance, database_url, dagster_home) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from mltrading_assets.cli.embedded import PROJECT_ROOT
 from mltrading_assets.definitions import EXECUTOR_CONFIG, defs
+from mltrading_assets.paths import PROJECT_ROOT
 
 
 def _policy(policy: dg.RetryPolicy | None) -> dict | None:
@@ -128,7 +128,8 @@ def test_the_engine_imports_without_dagster():
         "mltrading_assets.db.bars",
         "mltrading_assets.db.feature_rows",
         "mltrading_assets.db.symbols",
-        "mltrading_assets.workers.symbol_work",
+        "mltrading_assets.workers.bar_task",
+        "mltrading_assets.workers.feature_task",
         "mltrading_assets.trading_calendar",
         "mltrading_assets.charts",
     ]

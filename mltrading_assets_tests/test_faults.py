@@ -20,7 +20,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.cli.embedded import PROJECT_ROOT
+from mltrading_assets.paths import PROJECT_ROOT
 from mltrading_assets.sources.synthetic import SyntheticSource
 from mltrading_assets_tests.conftest import run_cli
 from mltrading_assets_tests.own_postgres import OwnPostgres

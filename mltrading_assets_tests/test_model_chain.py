@@ -12,15 +12,16 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from mltrading_assets.cli.main import main
-from mltrading_assets.cli.runner import materialize, register_partitions, train_models
 from mltrading_assets.db.symbols import add_symbols, deactivate_symbols
 from mltrading_assets.defs.models.assets import champion_model
 from mltrading_assets.defs.models.sensors import (
     predictions_after_features,
     predictions_after_promotion,
 )
-from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets.features.contract import CORE_COLUMNS, INTEGER_COLUMNS
+from mltrading_assets.lib.launching import materialize, train_models
+from mltrading_assets.lib.partitions import register_partitions
+from mltrading_assets.lib.resources import PostgresResource
 from mltrading_assets.models.registry import CHAMPION, ModelRegistry, tracking_uri_for
 from mltrading_assets_tests.conftest import success_sensor_context
 

@@ -6,12 +6,13 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.cli.runner import materialize, register_partitions
 from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.operations.jobs import expired_runs
 from mltrading_assets.defs.operations.sensors import log_failed_runs, log_successful_runs
-from mltrading_assets.defs.resources import PostgresResource
+from mltrading_assets.lib.launching import materialize
+from mltrading_assets.lib.partitions import register_partitions
+from mltrading_assets.lib.resources import PostgresResource
 from mltrading_assets_tests.test_dagster_runs import materializations, run_config
 
 MONDAY_NOON = "2026-11-23T17:00:00Z"  # 12:00 New York, market open
@@ -115,12 +116,11 @@ def _finished_event(instance, run_id: str, event_type: str) -> dg.DagsterEvent:
     )
 
 
-def test_system_logs_get_one_row_per_success_and_failure(instance, db, database_url):
+def test_system_logs_get_one_row_per_success_and_failure(instance, db, database_url, inject_faults):
     register_partitions(instance, ["AAPL", "FAIL"])
     [ok] = materialize(instance, "market_data", ["AAPL"], run_config=run_config())
-    [bad] = materialize(
-        instance, "market_data", ["FAIL"], run_config=run_config(fault_injection="FAIL=raise")
-    )
+    inject_faults("FAIL=raise")
+    [bad] = materialize(instance, "market_data", ["FAIL"], run_config=run_config())
     resources = {"database": PostgresResource(url=database_url)}
     success = dg.build_run_status_sensor_context(
         sensor_name=log_successful_runs.name,
@@ -151,20 +151,17 @@ def test_system_logs_get_one_row_per_success_and_failure(instance, db, database_
     assert "injected failure for FAIL" in rows[bad.run_id].error
 
 
-def test_retention_keeps_the_latest_materialization_of_every_partition(instance, db):
+def test_retention_keeps_the_latest_materialization_of_every_partition(instance, db, inject_faults):
     register_partitions(instance, ["A", "B"])
     [first] = materialize(instance, "market_data", ["A", "B"], run_config=run_config())
     [second] = materialize(instance, "market_data", ["A"], run_config=run_config())
-    [failed] = materialize(
-        instance, "market_data", ["A"], run_config=run_config(fault_injection="A=raise")
-    )
+    inject_faults("A=raise")
+    [failed] = materialize(instance, "market_data", ["A"], run_config=run_config())
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=45)
     expired = expired_runs(instance, max_age_days=30, now=later)
     # `first` still holds B's latest materialization, `second` holds A's.
     assert expired == [failed.run_id]
     assert expired_runs(instance, max_age_days=60, now=later) == []
-
-    from mltrading_assets.cli.runner import JOBS  # noqa: F401  (job defs resolve in-process)
 
     with dg.execute_job(
         dg.reconstructable(_retention_job),

@@ -7,15 +7,16 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.cli.runner import materialize, register_partitions
 from mltrading_assets.db.symbols import active_symbols, add_symbols, deactivate_symbols
-from mltrading_assets.defs.features.follow import FOLLOWS_TAG
 from mltrading_assets.defs.features.schedules import features_requests, features_schedule
 from mltrading_assets.defs.features.sensors import features_after_market_data
-from mltrading_assets.defs.market_data.schedules import TICK_TAG, market_data_schedule
-from mltrading_assets.defs.resources import PostgresResource
+from mltrading_assets.defs.market_data.schedules import market_data_schedule
 from mltrading_assets.defs.symbols.sensors import symbol_universe_sensor
+from mltrading_assets.lib.launching import materialize
+from mltrading_assets.lib.partitions import register_partitions
 from mltrading_assets.lib.ranged_runs import contiguous_ranges
+from mltrading_assets.lib.resources import PostgresResource
+from mltrading_assets.names import RunTags
 from mltrading_assets_tests.conftest import success_sensor_context
 from mltrading_assets_tests.test_dagster_runs import run_config
 
@@ -72,7 +73,7 @@ def test_a_tick_requests_every_active_symbol_in_a_few_ranged_runs(
         first = request.tags["dagster/asset_partition_range_start"]
         last = request.tags["dagster/asset_partition_range_end"]
         covered += symbols[symbols.index(first) : symbols.index(last) + 1]
-        assert request.tags[TICK_TAG] == "2026-11-24T15:00:00+00:00"
+        assert request.tags[RunTags.TICK] == "2026-11-24T15:00:00+00:00"
     assert covered == [s for s in symbols if s != "S0600"]
     again = evaluate_data_schedule(instance, database_url, tick("2026-11-24 10:00"))
     assert [r.run_key for r in again] == [r.run_key for r in requests]
@@ -112,7 +113,7 @@ def test_features_wait_for_the_data_runs_of_their_hour(instance, universe):
     running = instance.create_run_for_job(
         job_def=resolved("market_data_job"),
         tags={
-            TICK_TAG: hour.isoformat(),
+            RunTags.TICK: hour.isoformat(),
             "dagster/asset_partition_range_start": "AAPL",
             "dagster/asset_partition_range_end": "MSFT",
         },
@@ -124,7 +125,7 @@ def test_features_wait_for_the_data_runs_of_their_hour(instance, universe):
     # A finished run, even a partly failed one, wrote the bars of its good symbols.
     instance.report_run_failed(running)
     [request] = features_requests(instance, hour + pd.Timedelta(minutes=5))
-    assert request.tags[FOLLOWS_TAG] == running.run_id
+    assert request.tags[RunTags.FEATURES_AFTER] == running.run_id
     assert request.tags["dagster/asset_partition_range_start"] == "AAPL"
 
 
@@ -149,7 +150,7 @@ def test_features_follow_a_finished_data_run_exactly_once(instance, universe):
         "features",
         ["AAPL", "MSFT"],
         run_config=run_config(),
-        tags={FOLLOWS_TAG: run.run_id},
+        tags={RunTags.FEATURES_AFTER: run.run_id},
     )
     assert isinstance(features_after_market_data(context), dg.SkipReason)
 
@@ -229,7 +230,7 @@ def test_connections_stay_bounded_while_200_symbols_are_processed(instance, univ
         stop.set()
         sampler.join()
     assert run.success
-    # Issue target: worker count + 3. Counted here: the workers, the step's and Dagster's
+    # At most the worker count + 3 connections. Counted here: the workers, the step's and Dagster's
     # short-lived storage sessions; the orchestrator reuses this process's instance, whose
     # kept-open connection may predate the run, hence + 2 for what the run opened.
     assert peak <= 2 + 2, f"peak {peak} connections"
@@ -253,7 +254,7 @@ def test_universe_sensor_adopts_ui_partitions_and_removes_invalid_ones(instance,
 
 def test_universe_sensor_leaves_symbols_a_backfill_loads_to_it(instance, db, database_url):
     """`symbols add` and then a UI backfill of the new partitions: the backfill loads them,
-    the sensor does not load them a second time (issue 13, item 5)."""
+    the sensor does not load them a second time."""
     from dagster._core.execution.backfill import PartitionBackfill
 
     from mltrading_assets.definitions import defs
@@ -277,7 +278,9 @@ def test_universe_sensor_leaves_symbols_a_backfill_loads_to_it(instance, db, dat
     with db.begin() as conn:
         add_symbols(conn, ["ORCL", "IBM"])
     resources = {"database": PostgresResource(url=database_url)}
-    result = symbol_universe_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    result = symbol_universe_sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    )
     [load] = result.run_requests
     assert (
         load.tags["dagster/asset_partition_range_start"],

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.cli.embedded import ensure_database
+from mltrading_assets.db.embedded import ensure_database
 from mltrading_assets_tests.conftest import run_cli
 
 APP_PASSWORD = "app-Secret-0f3c"

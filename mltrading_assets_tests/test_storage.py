@@ -15,14 +15,11 @@ from mltrading_assets.db.migrate import apply_schema
 from mltrading_assets.db.tables import metadata
 from mltrading_assets.features import CORE_COLUMNS, compute_features
 from mltrading_assets.features.contract import INTEGER_COLUMNS
-from mltrading_assets.workers import symbol_work
+from mltrading_assets.workers import feature_task, harness
+from mltrading_assets.workers.bar_task import load_market_data
+from mltrading_assets.workers.feature_task import build_features
+from mltrading_assets.workers.harness import WorkSpec, init_worker
 from mltrading_assets.workers.isolation import SymbolTaskError
-from mltrading_assets.workers.symbol_work import (
-    WorkSpec,
-    build_features,
-    init_worker,
-    load_market_data,
-)
 from mltrading_assets_tests.conftest import table_count
 
 AS_OF = "2026-11-20T21:00:00Z"
@@ -41,7 +38,7 @@ def worker(db, database_url):
 
     start()
     yield start
-    symbol_work._worker.engine.dispose()
+    harness._worker.engine.dispose()
 
 
 def test_schema_is_idempotent_and_matches_the_core_tables(engine):
@@ -230,7 +227,7 @@ def test_undefined_features_are_sql_null_never_nan(worker, db):
 def test_a_new_feature_version_recomputes_every_bar(worker, db, monkeypatch):
     load_market_data("AMZN")
     build_features("AMZN")
-    monkeypatch.setattr(symbol_work, "FEATURE_VERSION", "test-next")
+    monkeypatch.setattr(feature_task, "FEATURE_VERSION", "test-next")
     again = build_features("AMZN")
     assert again["rows_written"] == table_count(db, "market_data", symbol="AMZN")
     assert (
@@ -334,3 +331,41 @@ def test_the_kept_open_event_log_connection_survives_losing_its_backend(engine, 
         for pid in held:
             conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     session_instance.event_log_storage.get_asset_records()
+
+
+def test_the_bar_task_says_what_it_filled_left_open_and_could_not_find():
+    # The partition page is where a user learns that an hour stays missing, that the newest
+    # bar is partial, or that the source had nothing: the describe stage words it.
+    from mltrading_assets.db.upsert import UpsertCounts
+    from mltrading_assets.names import MetadataKeys
+    from mltrading_assets.workers.bar_task import Fetched, Plan, Written, describe
+
+    starts = pd.DatetimeIndex(["2026-11-24 14:30", "2026-11-24 15:30"], tz="UTC")
+    bars = pd.DataFrame({"close": [100.0, 101.0]}, index=starts)
+    gaps = pd.DatetimeIndex(["2026-11-23 15:30", "2026-11-24 14:30"], tz="UTC")
+    window = Plan(
+        end=pd.Timestamp("2026-11-24 16:00", tz="UTC"),
+        start=gaps[0],
+        last=pd.Timestamp("2026-11-24 14:30", tz="UTC"),
+        exchange="XNYS",
+        gaps=gaps,
+    )
+    got = Fetched(bars, pd.DataFrame(), window.start, None)
+    done = Written(
+        UpsertCounts(inserted=1, updated=1),
+        pd.DataFrame(),
+        still_missing=gaps[:1],
+        older_rebased=0,
+        ends=starts + pd.Timedelta(hours=1),
+    )
+    details = describe("AAPL", "yahoo", window, got, done)
+    assert details[MetadataKeys.ROWS_WRITTEN] == 2
+    assert details["gaps_filled"] == 1
+    assert details["known_gaps_added"] == "2026-11-23 10:30"
+    assert "2026-11-24 10:30 New York, partial until 11:30" in details["in_progress_bar"]
+    assert MetadataKeys.NO_BARS not in details
+
+    nothing = Fetched(bars.iloc[:0], pd.DataFrame(), window.start, None)
+    done = Written(UpsertCounts(0, 0), pd.DataFrame(), gaps, 0, starts[:0])
+    empty = describe("AAPL", "yahoo", window, nothing, done)
+    assert "yahoo has no bars for AAPL" in empty[MetadataKeys.NO_BARS]

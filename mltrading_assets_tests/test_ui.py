@@ -19,7 +19,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.cli.embedded import PROJECT_ROOT
+from mltrading_assets.paths import PROJECT_ROOT
 from mltrading_assets_tests.conftest import free_port, run_cli
 from mltrading_assets_tests.test_operations import MARKET_DATA_CHECKS
 

@@ -15,18 +15,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mltrading_assets.cli.embedded import PROJECT_ROOT
 from mltrading_assets.db.symbols import add_symbols
-from mltrading_assets.lib.symbol_batch import RETRYABLE_KINDS
+from mltrading_assets.names import MetadataKeys
+from mltrading_assets.paths import PROJECT_ROOT
 from mltrading_assets.trading_calendar import nyse_calendar
-from mltrading_assets.workers.isolation import SymbolOutcome, run_isolated
+from mltrading_assets.workers.bar_task import load_market_data
+from mltrading_assets.workers.harness import WorkSpec, init_worker
+from mltrading_assets.workers.isolation import FailureKind, SymbolOutcome, run_isolated
 from mltrading_assets.workers.slots import RequestSlots
-from mltrading_assets.workers.symbol_work import (
-    NO_BARS_KEY,
-    WorkSpec,
-    init_worker,
-    load_market_data,
-)
 from mltrading_assets_tests.conftest import table_count
 from mltrading_assets_tests.fake_yahoo import DELISTED, FakeYahoo, Fault, Split
 
@@ -138,7 +134,7 @@ def test_fault_on_a_symbol_already_loaded_is_typed_and_writes_nothing(
     assert words in outcome.error and outcome.error.startswith("AAPL: ")
     # A transient fault is retried (here 3 attempts), then by the step's RetryPolicy;
     # "no such symbol" is not retried anywhere.
-    assert (outcome.kind in RETRYABLE_KINDS) == (kind == "transient")
+    assert FailureKind(outcome.kind).retryable == (kind == "transient")
     if kind == "transient":
         assert "gave up after 3 attempt(s)" in outcome.error
     pd.testing.assert_frame_equal(stored(db, "AAPL"), before)
@@ -180,7 +176,7 @@ def test_a_valid_symbol_without_bars_in_the_window_says_so(yahoo, spec, db):
     outcome = load(spec, ["QUIET"])["QUIET"]
     assert outcome.ok
     assert outcome.details["bars_fetched"] == 0
-    assert "yahoo has no bars for QUIET" in outcome.details[NO_BARS_KEY]
+    assert "yahoo has no bars for QUIET" in outcome.details[MetadataKeys.NO_BARS]
 
 
 def test_unreachable_yahoo_is_a_transient_connection_error(monkeypatch, spec, db):

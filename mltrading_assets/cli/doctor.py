@@ -4,17 +4,10 @@ from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 
+from mltrading_assets.db import reports
 from mltrading_assets.db.engine import APP_SCHEMA, DAGSTER_SCHEMA, one_connection, redacted
+from mltrading_assets.db.tables import APP_TABLES
 
-APP_TABLES = (
-    "stock_info",
-    "market_data",
-    "feature_engineered_data",
-    "corporate_actions",
-    "known_gaps",
-    "system_logs",
-    "model_predictions",
-)
 # A few of the tables dagster-postgres creates; enough to tell where its storage went.
 DAGSTER_TABLES = ("runs", "event_logs", "jobs", "instance_info")
 
@@ -43,27 +36,14 @@ def check(url: str) -> Report:
     try:
         with one_connection(url, application_name="mltrading-doctor") as conn:
             report.reachable = True
-            rows = conn.execute(
-                sa.text(
-                    "SELECT table_schema, table_name FROM information_schema.tables "
-                    "WHERE table_schema IN (:app, :dagster) ORDER BY 1, 2"
-                ),
-                {"app": APP_SCHEMA, "dagster": DAGSTER_SCHEMA},
-            ).all()
-            schemas = set(
-                conn.execute(
-                    sa.text("SELECT nspname FROM pg_namespace WHERE nspname = :s"),
-                    {"s": DAGSTER_SCHEMA},
-                ).scalars()
-            )
+            report.tables = reports.tables_by_schema(conn)
+            dagster_schema = reports.schema_exists(conn, DAGSTER_SCHEMA)
     except sa.exc.OperationalError as exc:
         report.problems.append(f"database not reachable: {str(exc.orig).strip()}")
         return report
-    for schema, table in rows:
-        report.tables.setdefault(schema, []).append(table)
     app = set(report.tables.get(APP_SCHEMA, []))
     dagster = set(report.tables.get(DAGSTER_SCHEMA, []))
-    if DAGSTER_SCHEMA not in schemas:
+    if not dagster_schema:
         report.problems.append(
             f"schema {DAGSTER_SCHEMA!r} is missing: run `mltrading db init` before Dagster starts"
         )
@@ -78,7 +58,7 @@ def check(url: str) -> Report:
             f"Dagster tables found in {APP_SCHEMA!r} ({', '.join(stray)}): dagster.yaml is not "
             f"using the {DAGSTER_SCHEMA!r} schema"
         )
-    if DAGSTER_SCHEMA in schemas and not dagster & set(DAGSTER_TABLES):
+    if dagster_schema and not dagster & set(DAGSTER_TABLES):
         report.problems.append(
             f"no Dagster tables in {DAGSTER_SCHEMA!r}: the Dagster instance did not load "
             "(check dagster.yaml and DAGSTER_HOME)"
@@ -99,10 +79,7 @@ def migration_state(conn: sa.Connection) -> tuple[str | None, str]:
     head = ScriptDirectory.from_config(
         pg_alembic_config(pg_run_storage.__file__)
     ).get_current_head()
-    current = conn.execute(
-        sa.text(f"SELECT version_num FROM {DAGSTER_SCHEMA}.alembic_version")
-    ).scalar()
-    return current, head
+    return reports.dagster_migration(conn), head
 
 
 def check_dagster(report: Report, url: str, instance) -> None:
@@ -145,25 +122,12 @@ def check_dagster(report: Report, url: str, instance) -> None:
 
 def check_freshness(report: Report, url: str, now, source: str) -> None:
     """How many active symbols have bars up to the last trading hour."""
-    import pandas as pd
+    from mltrading_assets.trading_calendar import newest_bar_due
 
-    from mltrading_assets.trading_calendar import nyse_calendar
-
-    calendar = nyse_calendar()
-    # The newest bar due: an hour before now while open, else the last session's final bar.
-    minute = now.floor("min")
-    reference = minute if calendar.is_open_on_minute(minute) else calendar.previous_close(minute)
-    due = reference - pd.Timedelta(hours=1)
+    due = newest_bar_due(now)
     with one_connection(url, application_name="mltrading-doctor") as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT s.symbol, max(m.timestamp) AS newest FROM public.stock_info s "
-                "LEFT JOIN public.market_data m ON m.symbol = s.symbol AND m.source = :src "
-                "WHERE s.active GROUP BY s.symbol"
-            ),
-            {"src": source},
-        ).all()
-    stale = sorted(s for s, newest in rows if newest is None or pd.Timestamp(newest) < due)
+        rows = reports.newest_bars(conn, source)
+    stale = sorted(s for s, newest in rows if newest is None or newest < due)
     report.freshness = {
         "active_symbols": len(rows),
         "fresh": len(rows) - len(stale),

@@ -4,60 +4,14 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import click
 
+from mltrading_assets.cli import environment as env
 from mltrading_assets.cli.models import models
 
 DEMO_SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA")
-
-
-def _quiet_dagster_warnings() -> None:
-    import dagster as dg
-
-    for category in (dg.BetaWarning, dg.PreviewWarning):
-        warnings.filterwarnings("ignore", category=category)
-
-
-def _environment() -> str:
-    """Resolve the database (embedded if none is configured) and Dagster's home."""
-    from mltrading_assets.cli.embedded import prepare_dagster_home, resolve_database_url
-
-    url = resolve_database_url()
-    prepare_dagster_home()
-    return url
-
-
-def _engine(url: str):
-    from mltrading_assets.db.engine import create_app_engine
-
-    return create_app_engine(url, pool_size=1, application_name="mltrading-cli")
-
-
-def _connection(url: str, begin: bool = False):
-    from mltrading_assets.db.engine import one_connection
-
-    return one_connection(url, begin=begin, application_name="mltrading-cli")
-
-
-def _init_schema(url: str) -> list[str]:
-    from mltrading_assets.db.migrate import SchemaPrivilegeError, apply_schema
-
-    engine = _engine(url)
-    try:
-        return apply_schema(engine)
-    except SchemaPrivilegeError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        engine.dispose()
-
-
-def _instance():
-    import dagster as dg
-
-    return dg.DagsterInstance.get()
 
 
 def _parse_symbols(values: tuple[str, ...]) -> list[str]:
@@ -120,7 +74,7 @@ def main() -> None:
 
     Uses MLTRADING_DATABASE_URL, or an embedded PostgreSQL in .mltrading/ when it is unset.
     """
-    _quiet_dagster_warnings()
+    env.quiet_dagster_warnings()
 
 
 # --- database -----------------------------------------------------------------------------
@@ -141,8 +95,8 @@ def db() -> None:
 )
 def db_init(roles: bool) -> None:
     """Create schemas `public` (app) and `dagster` and the app tables (idempotent)."""
-    url = _environment()
-    applied = _init_schema(url)
+    url = env.environment()
+    applied = env.init_schema(url)
     from mltrading_assets.db.engine import redacted
 
     click.echo(
@@ -152,7 +106,7 @@ def db_init(roles: bool) -> None:
     if roles:
         from mltrading_assets.db.migrate import apply_roles
 
-        engine = _engine(url)
+        engine = env.engine(url)
         try:
             names = apply_roles(engine)
         finally:
@@ -166,13 +120,13 @@ def db_init(roles: bool) -> None:
 @db.command("url")
 def db_url() -> None:
     """Print the database URL in use (for psql or a notebook)."""
-    click.echo(_environment())
+    click.echo(env.environment())
 
 
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL server (its data stays in .mltrading/pgdata)."""
-    from mltrading_assets.cli.embedded import stop_embedded_postgres
+    from mltrading_assets.db.embedded import stop_embedded_postgres
 
     click.echo("stopped" if stop_embedded_postgres() else "the embedded server was not running")
 
@@ -187,10 +141,10 @@ def symbols() -> None:
 
 def add_symbols(url: str, instance, names: list[str]) -> list[str]:
     """Register symbols in stock_info and as partitions; returns the new partitions."""
-    from mltrading_assets.cli.runner import register_partitions
     from mltrading_assets.db.symbols import add_symbols as add_rows
+    from mltrading_assets.lib.partitions import register_partitions
 
-    with _connection(url, begin=True) as conn:
+    with env.connection(url, begin=True) as conn:
         add_rows(conn, names)
     return register_partitions(instance, names)
 
@@ -201,9 +155,8 @@ def symbols_add(names: tuple[str, ...]) -> None:
     """Add symbols (e.g. AAPL MSFT BRK-B ^GSPC). While `mltrading ui` (the daemon) runs, their
     history loads by itself within a minute: no backfill needed."""
     parsed = _parse_symbols(names)
-    url = _environment()
-    _init_schema(url)
-    with _instance() as instance:
+    url = env.ready_environment()
+    with env.instance() as instance:
         new = add_symbols(url, instance, parsed)
     known = len(parsed) - len(new)
     click.echo(
@@ -236,7 +189,7 @@ def symbols_remove(names: tuple[str, ...]) -> None:
     from mltrading_assets.db.symbols import deactivate_symbols, known_symbols
 
     parsed = _parse_symbols(names)
-    with _connection(_environment(), begin=True) as conn:
+    with env.connection(env.environment(), begin=True) as conn:
         unknown = [s for s in parsed if s not in known_symbols(conn, parsed)]
         count = deactivate_symbols(conn, parsed)
     click.echo(f"deactivated {count} symbol(s)")
@@ -251,7 +204,7 @@ def symbols_list() -> None:
     """List active symbols."""
     from mltrading_assets.db.symbols import active_symbols
 
-    with _connection(_environment()) as conn:
+    with env.connection(env.environment()) as conn:
         for name in active_symbols(conn):
             click.echo(name)
 
@@ -259,41 +212,24 @@ def symbols_list() -> None:
 # --- running ------------------------------------------------------------------------------
 
 
-def _has_champion(instance) -> bool:
-    from mltrading_assets.defs.models.assets import champion_model
+def _report_reaped(reaped) -> None:
+    for dead in reaped.dead:
+        click.echo(
+            f"marked run {dead.run_id} ({dead.job_name}) failed: its process "
+            f"(pid {dead.pid}) is gone"
+        )
+    if reaped.slots_freed_for:
+        click.echo(f"freed pool slots held by finished runs: {', '.join(reaped.slots_freed_for)}")
 
-    return instance.get_latest_materialization_event(champion_model.key) is not None
 
-
-def run_assets(url: str, names: list[str], assets: list[str]) -> bool:
-    """Materialize ``assets`` for ``names`` in batched Dagster runs; True if all succeeded.
-
-    Both assets run as the hourly refresh does: each range's features right after its bars,
-    alongside the next range's bars."""
-    from mltrading_assets.cli.runner import RunInterrupted, materialize, refresh
-    from mltrading_assets.lib.dead_runs import reap_dead_runs
+def run_assets(names: list[str], assets: list[str]) -> bool:
+    """Materialize ``assets`` for ``names`` in batched Dagster runs; True if all succeeded."""
+    from mltrading_assets.lib.launching import RunInterrupted, materialize_symbols
 
     started = time.perf_counter()
-    with _instance() as instance:
-        # A run killed earlier would hold the bar pool's slot and make this one wait forever.
-        reaped = reap_dead_runs(instance)
-        for dead in reaped.dead:
-            click.echo(
-                f"marked run {dead.run_id} ({dead.job_name}) failed: its process "
-                f"(pid {dead.pid}) is gone"
-            )
-        if reaped.slots_freed_for:
-            click.echo(
-                f"freed pool slots held by finished runs: {', '.join(reaped.slots_freed_for)}"
-            )
+    with env.instance() as instance:
         try:
-            if assets == ["market_data", "features"]:
-                runs_by_asset = refresh(instance, names)
-            else:
-                runs_by_asset = {asset: materialize(instance, asset, names) for asset in assets}
-            if "features" in assets and _has_champion(instance):
-                # As the sensor does under the daemon: the live model predicts the new bars.
-                runs_by_asset["predictions"] = materialize(instance, "predictions", names)
+            runs_by_asset = materialize_symbols(instance, names, assets, _report_reaped)
         except RunInterrupted as stopped:
             click.echo(
                 f"interrupted: run {stopped.summary.run_id} stopped (symbols in flight rolled "
@@ -326,42 +262,25 @@ def materialize(symbol_opts: tuple[str, ...], asset: str) -> None:
     """Materialize assets for symbols through Dagster (multiprocess executor)."""
     from mltrading_assets.db.symbols import active_symbols
 
-    url = _environment()
-    _init_schema(url)
+    url = env.ready_environment()
     if symbol_opts:
         names = _parse_symbols(symbol_opts)
-        with _instance() as instance:
+        with env.instance() as instance:
             add_symbols(url, instance, names)
     else:
-        from mltrading_assets.cli.runner import register_partitions
+        from mltrading_assets.lib.partitions import register_partitions
 
-        with _connection(url) as conn:
+        with env.connection(url) as conn:
             names = active_symbols(conn)
         if not names:
             raise click.UsageError("no active symbols: add some with `mltrading symbols add AAPL`")
         # Symbols inserted into stock_info by hand are not partitions until the universe
         # sensor runs; a run from the terminal must not wait for it.
-        with _instance() as instance:
+        with env.instance() as instance:
             register_partitions(instance, names)
     assets = ["market_data", "features"] if asset == "all" else [asset]
-    if not run_assets(url, names, assets):
+    if not run_assets(names, assets):
         raise SystemExit(1)
-
-
-def _summary(url: str, names: list[str]) -> list[tuple]:
-    import sqlalchemy as sa
-
-    with _connection(url) as conn:
-        return conn.execute(
-            sa.text(
-                "SELECT m.symbol, count(*) AS bars, max(m.timestamp) AS last_bar, "
-                "(SELECT count(*) FROM public.feature_engineered_data f "
-                " WHERE f.symbol = m.symbol) AS feature_rows "
-                "FROM public.market_data m WHERE m.symbol = ANY(:names) "
-                "GROUP BY m.symbol ORDER BY m.symbol"
-            ),
-            {"names": names},
-        ).all()
 
 
 @main.command()
@@ -376,18 +295,21 @@ def _summary(url: str, names: list[str]) -> list[tuple]:
 def demo(symbol_opts: tuple[str, ...]) -> None:
     """Quick start, offline: embedded PostgreSQL (unless configured), synthetic bars, both
     assets materialized through Dagster, and a summary."""
+    from mltrading_assets.db.engine import redacted
+    from mltrading_assets.db.reports import symbol_summary
+
     os.environ.setdefault("MLTRADING_SOURCE", "synthetic")
     names = _parse_symbols(symbol_opts)
-    url = _environment()
-    from mltrading_assets.db.engine import redacted
-
+    url = env.environment()
     click.echo(f"database: {redacted(url)}")
-    click.echo(f"schema: {', '.join(_init_schema(url))}")
-    with _instance() as instance:
+    click.echo(f"schema: {', '.join(env.init_schema(url))}")
+    with env.instance() as instance:
         add_symbols(url, instance, names)
-    ok = run_assets(url, names, ["market_data", "features"])
+    ok = run_assets(names, ["market_data", "features"])
     click.echo("\nsymbol      bars  feature rows  last bar (UTC)")
-    for symbol, bars, last_bar, feature_rows in _summary(url, names):
+    with env.connection(url) as conn:
+        summary = symbol_summary(conn, names)
+    for symbol, bars, last_bar, feature_rows in summary:
         click.echo(f"{symbol:<10}{bars:>6}{feature_rows:>14}  {last_bar:%Y-%m-%d %H:%M}")
     click.echo(
         "\nOpen the Dagster UI with `.venv/bin/mltrading ui` (http://127.0.0.1:3000): "
@@ -404,11 +326,10 @@ def ui(host: str, port: int) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on this project's database.
 
     Ctrl-C or SIGTERM stop it and everything it started within 15 s."""
-    from mltrading_assets.cli.embedded import PROJECT_ROOT
     from mltrading_assets.cli.serve import serve
+    from mltrading_assets.paths import PROJECT_ROOT
 
-    url = _environment()
-    _init_schema(url)
+    env.ready_environment()
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
     click.echo(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
     # Run from DAGSTER_HOME: from the repository, Dagster warned that the dagster.yaml there
@@ -434,11 +355,11 @@ def doctor(as_json: bool, fix: bool) -> None:
     from mltrading_assets.cli import doctor as health
     from mltrading_assets.definitions import defs
 
-    url = _environment()
+    url = env.environment()
     report = health.check(url)
     if report.reachable:
         try:
-            with _instance() as instance:  # loading it creates or migrates Dagster's tables
+            with env.instance() as instance:  # loading it creates or migrates Dagster's tables
                 if fix:
                     from mltrading_assets.lib.dead_runs import reap_dead_runs
 
@@ -491,9 +412,9 @@ def stats(as_json: bool) -> None:
     from mltrading_assets.defs.features.assets import feature_engineered_data
     from mltrading_assets.defs.market_data.assets import market_data
 
-    url = _environment()
-    engine = _engine(url)
-    with _instance() as instance:
+    url = env.environment()
+    engine = env.engine(url)
+    with env.instance() as instance:
         result = workflow_stats.collect(
             instance, engine, [market_data.key, feature_engineered_data.key]
         )

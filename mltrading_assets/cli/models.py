@@ -6,23 +6,18 @@ import uuid
 
 import click
 
+from mltrading_assets.cli import environment as env
+from mltrading_assets.names import ModelAliases
+
 
 def _registry(url: str):
-    from mltrading_assets.defs.models.resources import ModelingResource
+    from mltrading_assets.lib.resources import ModelingResource
 
     modeling = ModelingResource(
         mlflow_tracking_uri=os.environ.get("MLTRADING_MLFLOW_TRACKING_URI", ""),
         home=os.environ.get("MLTRADING_HOME", ""),
     )
     return modeling.registry(url)
-
-
-def _environment() -> str:
-    from mltrading_assets.cli.main import _environment, _init_schema
-
-    url = _environment()
-    _init_schema(url)
-    return url
 
 
 @click.group()
@@ -33,7 +28,7 @@ def models() -> None:
 @models.command("list")
 def list_versions() -> None:
     """Every registered version, newest last, with its aliases and holdout scores."""
-    registry = _registry(_environment())
+    registry = _registry(env.ready_environment())
     versions = registry.versions()
     if not versions:
         click.echo("no model versions yet: `mltrading models train` trains the first")
@@ -52,9 +47,7 @@ def list_versions() -> None:
 @models.command()
 def champion() -> None:
     """The live model: version, when and why it was promoted."""
-    from mltrading_assets.models.registry import CHAMPION
-
-    info = _registry(_environment()).by_alias(CHAMPION)
+    info = _registry(env.ready_environment()).by_alias(ModelAliases.CHAMPION)
     if info is None:
         raise click.ClickException("no champion yet: `mltrading models train` trains one")
     click.echo(f"champion: version {info.version} (run {info.run_id})")
@@ -68,13 +61,12 @@ def train() -> None:
     """Retrain now (as the 02:00 schedule does): the champion changes only past the gate."""
     import dagster as dg
 
-    from mltrading_assets.cli.main import _instance, _quiet_dagster_warnings
-    from mltrading_assets.cli.runner import train_models
     from mltrading_assets.defs.models.assets import latest_metadata, model_evaluation
+    from mltrading_assets.lib.launching import train_models
 
-    _environment()
-    _quiet_dagster_warnings()
-    with _instance() as instance:
+    url = env.ready_environment()
+    env.quiet_dagster_warnings()
+    with env.instance() as instance:
         run = train_models(instance)
         evaluated = latest_metadata(instance, model_evaluation.key)
         gates = [
@@ -83,7 +75,7 @@ def train() -> None:
                 run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
             ).records
         ]
-    champion_info = _registry(os.environ["MLTRADING_DATABASE_URL"]).by_alias("champion")
+    champion_info = _registry(url).by_alias(ModelAliases.CHAMPION)
     click.echo(f"run {run.run_id}: {'ok' if run.success else 'FAILED'}")
     if evaluated:
         click.echo(f"candidate: version {evaluated['candidate_version']}")
@@ -100,7 +92,6 @@ def train() -> None:
 def _set_champion(url: str, version: str, status: str, reason: str) -> None:
     import dagster as dg
 
-    from mltrading_assets.cli.main import _connection, _instance
     from mltrading_assets.db.system_logs import log_model_event
     from mltrading_assets.defs.models.assets import champion_model
 
@@ -111,7 +102,7 @@ def _set_champion(url: str, version: str, status: str, reason: str) -> None:
         raise click.BadParameter(f"no version {version} of {registry.name}") from None
     previous = registry.promote(version, f"by hand: {reason}")
     replaced = previous.version if previous else "none"
-    with _connection(url, begin=True) as conn:
+    with env.connection(url, begin=True) as conn:
         log_model_event(
             conn,
             f"cli-{uuid.uuid4().hex[:12]}",
@@ -120,7 +111,7 @@ def _set_champion(url: str, version: str, status: str, reason: str) -> None:
             f"version {version} replaces {replaced} by hand: {reason}",
         )
     # Recorded on the asset, so the UI shows it and the sensor re-predicts every symbol.
-    with _instance() as instance:
+    with env.instance() as instance:
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
                 champion_model.key,
@@ -135,7 +126,7 @@ def _set_champion(url: str, version: str, status: str, reason: str) -> None:
 @click.option("--reason", required=True, help="Why, for the log (system_logs).")
 def promote(version: str, reason: str) -> None:
     """Make VERSION the champion by hand, bypassing the gate."""
-    _set_champion(_environment(), version, "PROMOTED", reason)
+    _set_champion(env.ready_environment(), version, "PROMOTED", reason)
 
 
 @models.command()
@@ -143,10 +134,8 @@ def promote(version: str, reason: str) -> None:
 @click.option("--reason", required=True, help="Why, for the log (system_logs).")
 def rollback(version: str | None, reason: str) -> None:
     """Put the previous champion back."""
-    from mltrading_assets.models.registry import CHAMPION
-
-    url = _environment()
-    current = _registry(url).by_alias(CHAMPION)
+    url = env.ready_environment()
+    current = _registry(url).by_alias(ModelAliases.CHAMPION)
     version = version or (current.tags.get("previous_champion") if current else None)
     if not version:
         raise click.ClickException("no earlier champion to go back to: name one with --to")

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import sqlalchemy as sa
 
-from mltrading_assets.cli.doctor import APP_TABLES
+from mltrading_assets.db.reports import row_counts
 
 
 def run_stats(instance: dg.DagsterInstance, since: dt.datetime) -> dict[str, Any]:
@@ -52,10 +52,7 @@ def slowest_symbols(
 
 def table_rows(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {
-            table: conn.execute(sa.text(f"SELECT count(*) FROM public.{table}")).scalar_one()
-            for table in APP_TABLES
-        }
+        return row_counts(conn)
 
 
 def collect(instance: dg.DagsterInstance, engine: sa.Engine, asset_keys: list[dg.AssetKey]) -> dict:

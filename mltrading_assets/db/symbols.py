@@ -1,5 +1,6 @@
 """The symbol universe in ``stock_info``."""
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -44,3 +45,14 @@ def known_symbols(conn: sa.Connection, symbols: list[str]) -> set[str]:
     """Which of ``symbols`` are in stock_info, active or not."""
     rows = conn.execute(sa.select(stock_info.c.symbol).where(stock_info.c.symbol.in_(symbols)))
     return {row.symbol for row in rows}
+
+
+def symbols_changed_since(conn: sa.Connection, cursor: str) -> pd.DataFrame:
+    """Active symbols added or re-activated after ``cursor`` (ISO time), in order added, with
+    the time they changed."""
+    rows = conn.execute(
+        sa.select(stock_info.c.symbol, stock_info.c.updated_at)
+        .where(stock_info.c.active, stock_info.c.updated_at > sa.literal(pd.Timestamp(cursor)))
+        .order_by(stock_info.c.added_at, stock_info.c.symbol)
+    ).all()
+    return pd.DataFrame(rows, columns=["symbol", "updated_at"])

@@ -111,3 +111,6 @@ model_predictions = sa.Table(
     sa.Column("bar_in_progress", sa.Boolean, nullable=False),
     sa.Column("predicted_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
+
+# Every application table, in the order defined here.
+APP_TABLES = tuple(table.name for table in metadata.tables.values())

@@ -4,7 +4,7 @@ A run records one materialization per symbol, each with its own metadata. Logged
 (``context.log_event``), each costs an INSERT, a NOTIFY and an index transaction, committed
 separately: ~4 ms of the step process per symbol, which competes with the workers for the
 same cores. Dagster writes events that carry batch metadata with one multi-row INSERT when
-``DAGSTER_EVENT_BATCH_SIZE`` is set (``db.dagster_storage`` sets it), the same path it uses for
+``DAGSTER_EVENT_BATCH_SIZE`` is set (``lib.dagster_storage`` sets it), the same path it uses for
 a ranged ``Output``; ``log_event`` takes no batch metadata, so this builds the events the
 way ``log_event`` does and adds it (Dagster internals, pinned in ``pyproject.toml``).
 """

@@ -18,21 +18,21 @@ from dataclasses import dataclass
 import dagster as dg
 import psutil
 
-HOST_TAG = "mltrading/host"
-PID_TAG = "mltrading/pid"
+from mltrading_assets.names import RunTags
+
 _ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 def process_tags(pid: int | None = None) -> dict[str, str]:
-    """Tags naming the process that executes a run (added by the run launcher in cli/)."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid or psutil.Process().pid)}
+    """Tags naming the process that executes a run (added by ``lib.launching``)."""
+    return {RunTags.HOST: socket.gethostname(), RunTags.PID: str(pid or psutil.Process().pid)}
 
 
 def tag_run_process(context: dg.OpExecutionContext, orchestrator: psutil.Process | None) -> None:
     """Name the run's orchestrating process on a run launched without the tags (by the
     daemon, the UI or a backfill: Dagster's run worker), so a killed one is found too:
     ``DefaultRunLauncher`` has no run-worker health check for run monitoring to use."""
-    if orchestrator is None or PID_TAG in context.run.tags:
+    if orchestrator is None or RunTags.PID in context.run.tags:
         return
     context.instance.add_run_tags(context.run_id, process_tags(orchestrator.pid))
 
@@ -47,9 +47,9 @@ class DeadRun:
 def _process_gone(run: dg.DagsterRun, started_at: float | None) -> bool:
     """True only when the run's process is known and certainly not running; a run of
     another host, or without the tags, is never judged from here."""
-    if run.tags.get(HOST_TAG) != socket.gethostname() or not run.tags.get(PID_TAG):
+    if run.tags.get(RunTags.HOST) != socket.gethostname() or not run.tags.get(RunTags.PID):
         return False
-    pid = int(run.tags[PID_TAG])
+    pid = int(run.tags[RunTags.PID])
     try:
         process = psutil.Process(pid)
         # A recycled pid: a process that began after the run did is another one.
@@ -97,11 +97,11 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> Reaped:
     holds (theirs included)."""
     dead = []
     for run in dead_runs(instance):
-        pid = int(run.tags[PID_TAG])
+        pid = int(run.tags[RunTags.PID])
         instance.report_run_failed(
             run,
             message=(
-                f"the process executing this run (pid {pid} on {run.tags[HOST_TAG]}) is gone "
+                f"the process executing this run (pid {pid} on {run.tags[RunTags.HOST]}) is gone "
                 "(killed or crashed); marked failed so its pool slots are given back"
             ),
         )

@@ -4,13 +4,26 @@ cost is paid once per batch of symbols, never per symbol."""
 import os
 
 import dagster as dg
+from dagster._core.storage.tags import (  # Dagster's own tag names (1.13.27)
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    MAX_RUNTIME_SECONDS_TAG,
+    PARTITION_NAME_TAG,
+)
 
 # Dagster pays ~2 s per run; one run per symbol would be slower than the system we replace.
 # Backfills and schedules group symbols into runs of this size instead.
 SYMBOLS_PER_RUN = int(os.environ.get("MLTRADING_SYMBOLS_PER_RUN", "500"))
 
 # Runs stop after this long (run monitoring): a stuck source must not hold the queue forever.
-MAX_RUNTIME_TAGS = {"dagster/max_runtime": "3600"}
+MAX_RUNTIME_TAGS = {MAX_RUNTIME_SECONDS_TAG: "3600"}
+
+# The tags that say which symbols a run covers: one partition, or a range of them.
+PARTITION_TAGS = (
+    PARTITION_NAME_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    ASSET_PARTITION_RANGE_END_TAG,
+)
 
 
 def contiguous_ranges(
@@ -38,10 +51,28 @@ def contiguous_ranges(
 
 def range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover the partitions ``first``..``last``."""
-    return {
-        "dagster/asset_partition_range_start": first,
-        "dagster/asset_partition_range_end": last,
-    }
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+
+
+def run_symbols(run: dg.DagsterRun, ordered: list[str]) -> list[str]:
+    """The symbols ``run`` covers, given the partitions in order ([] for an unpartitioned run)."""
+    first = run.tags.get(ASSET_PARTITION_RANGE_START_TAG)
+    if first is not None:
+        position = {key: i for i, key in enumerate(ordered)}
+        if first not in position:
+            return []
+        last = run.tags[ASSET_PARTITION_RANGE_END_TAG]
+        return ordered[position[first] : position.get(last, -1) + 1]
+    single = run.tags.get(PARTITION_NAME_TAG)
+    return [single] if single else []
+
+
+def partitions_label(run: dg.DagsterRun) -> str | None:
+    """``FIRST..LAST`` for a ranged run, the partition of a one-partition run, else None."""
+    first = run.tags.get(ASSET_PARTITION_RANGE_START_TAG)
+    if first:
+        return f"{first}..{run.tags[ASSET_PARTITION_RANGE_END_TAG]}"
+    return run.tags.get(PARTITION_NAME_TAG)
 
 
 def symbol_range_requests(

@@ -13,19 +13,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from mltrading_assets.defs.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.lib.batched_events import MaterializationBatches
 from mltrading_assets.lib.dead_runs import tag_run_process
+from mltrading_assets.lib.resources import BarSourceResource, PostgresResource, ProcessingResource
+from mltrading_assets.names import MetadataKeys
 from mltrading_assets.sources import InvalidSymbolError, validate_symbol
-from mltrading_assets.workers.isolation import SymbolOutcome, run_isolated
+from mltrading_assets.workers.harness import WorkSpec, init_worker
+from mltrading_assets.workers.isolation import FailureKind, SymbolOutcome, run_isolated
 from mltrading_assets.workers.lifeline import exit_with_orchestrator
 from mltrading_assets.workers.slots import RequestSlots
-from mltrading_assets.workers.symbol_work import NO_BARS_KEY, WorkSpec, init_worker
-
-# Failures a retry can cure; bad input fails again, so it does not trigger a retry.
-RETRYABLE_KINDS = {"transient", "timeout", "crashed"}
-# The worker already retried its connection for the whole outage budget.
-DATABASE_DOWN = "database"
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,7 @@ class BatchResult:
     pending: MaterializationBatches | None = None
 
 
-MARKDOWN_DETAILS = ("chart", "latest_values")
+MARKDOWN_DETAILS = (MetadataKeys.CHART, MetadataKeys.LATEST_VALUES)
 
 
 def _metadata(details: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +40,7 @@ def _metadata(details: dict[str, Any]) -> dict[str, Any]:
     for key, value in details.items():
         if value is None:
             continue
-        if key in ("first_bar", "last_bar"):
+        if key in (MetadataKeys.FIRST_BAR, MetadataKeys.LAST_BAR):
             metadata[key] = dg.MetadataValue.timestamp(pd.Timestamp(value))
         elif key in MARKDOWN_DETAILS:
             metadata[key] = dg.MetadataValue.md(value)
@@ -97,7 +93,6 @@ def process_symbols(
         feature_set=processing.feature_set,
         full_refresh=full_refresh,
         charts=processing.charts,
-        faults=processing.faults(),
         database_outage_seconds=processing.database_outage_seconds,
     )
     # One worker per core unless the caller knows better (a network-bound bar source).
@@ -139,9 +134,9 @@ def process_symbols(
         for done, outcome in enumerate(outcomes, start=1):
             if outcome.ok:
                 succeeded.append(outcome.symbol)
-                if NO_BARS_KEY in outcome.details:
+                if MetadataKeys.NO_BARS in outcome.details:
                     no_bars.append(outcome.symbol)
-                rows += int(outcome.details.get("rows_written", 0))
+                rows += int(outcome.details.get(MetadataKeys.ROWS_WRITTEN, 0))
                 batches.add(
                     dg.AssetMaterialization(
                         asset_key=asset_key,
@@ -152,7 +147,7 @@ def process_symbols(
             else:
                 failures.append(outcome)
                 context.log.error(f"{outcome.symbol} failed ({outcome.kind}): {outcome.error}")
-                if outcome.kind == DATABASE_DOWN:
+                if outcome.kind == FailureKind.DATABASE:
                     # Every other symbol would wait out the same outage: stop here.
                     break
             if done % step == 0 or done == len(symbols):
@@ -176,7 +171,7 @@ def process_symbols(
     if no_bars:
         context.log.warning(
             f"{len(no_bars)} symbols: the source has no bars in their window (see each "
-            f"partition's {NO_BARS_KEY} metadata): {', '.join(no_bars[:20])}"
+            f"partition's {MetadataKeys.NO_BARS} metadata): {', '.join(no_bars[:20])}"
             + (" …" if len(no_bars) > 20 else "")
         )
     return BatchResult(
@@ -188,7 +183,7 @@ def raise_for_failures(failures: list[SymbolOutcome], total: int) -> None:
     """Fail the step naming every failed symbol; retry only if all failures are transient."""
     if not failures:
         return
-    down = next((f for f in failures if f.kind == DATABASE_DOWN), None)
+    down = next((f for f in failures if f.kind == FailureKind.DATABASE), None)
     if down is not None:
         # One line a user can act on, not a list of symbols that were never the problem.
         raise dg.Failure(
@@ -211,13 +206,13 @@ def raise_for_failures(failures: list[SymbolOutcome], total: int) -> None:
             "failed_symbols": dg.MetadataValue.json({f.symbol: f.error for f in failures}),
             "succeeded": total - len(failures),
         },
-        allow_retries=set(kinds) <= RETRYABLE_KINDS,
+        allow_retries=all(FailureKind(kind).retryable for kind in kinds),
     )
 
 
 def _checks_in_run(context: dg.AssetExecutionContext) -> bool:
     """Whether this run executes checks of the asset: they follow its result, and without
-    one they were SKIPPED after every UI materialization (issue 13, item 4).
+    one they would be SKIPPED after every UI materialization.
 
     The job's checks come from its asset layer (a Dagster internal, 1.13.27: the public
     context lists only checks defined inside the asset); a UI run narrows them with its

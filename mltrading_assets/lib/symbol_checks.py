@@ -12,9 +12,8 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from mltrading_assets.db.symbols import active_symbols
-from mltrading_assets.defs.resources import BarSourceResource, PostgresResource
-from mltrading_assets.defs.symbols.partitions import symbol_partitions
+from mltrading_assets.lib.partitions import active_partitions, symbol_partitions
+from mltrading_assets.lib.resources import BarSourceResource, PostgresResource
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 # The name Dagster gives the output of an @asset_check op (1.13.27).
@@ -38,7 +37,7 @@ def _report(
 ) -> Iterator[dg.AssetCheckResult | dg.Output]:
     if context.has_partition_key:
         # One symbol: its own result is the check's (a summary would be recorded for the
-        # partition too, over the symbol's numbers: issue 13, item 9).
+        # partition too, over the symbol's numbers).
         [(passed, metadata, *own_severity)] = results.values()
         yield dg.AssetCheckResult(
             passed=passed,
@@ -103,11 +102,7 @@ def run_symbols(context: dg.AssetCheckExecutionContext, database: PostgresResour
     checks button launches one) checks every active symbol that is a partition."""
     if context.has_partition_key or context.has_partition_key_range:
         return list(context.partition_keys)
-    with database.connection() as conn:
-        active = set(active_symbols(conn))
-    return [
-        s for s in context.instance.get_dynamic_partitions(symbol_partitions.name) if s in active
-    ]
+    return active_partitions(context.instance, database).symbols
 
 
 def symbol_check(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mltrading_assets.db.engine import schema_url
+from mltrading_assets.names import ModelAliases
 
 # Before mlflow is imported: no usage reporting from our machines, and no pooled connections
 # kept by a long-lived process (each registry call is rare; a connection costs ~5 ms).
@@ -31,8 +32,7 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 MODEL_NAME = "mltrading_direction"
 EXPERIMENT = "mltrading_direction"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+CHAMPION, CHALLENGER = ModelAliases.CHAMPION, ModelAliases.CHALLENGER
 SCHEMA = "mlflow"
 
 

@@ -69,6 +69,20 @@ def market_hours_skip_reason(tick: pd.Timestamp) -> str | None:
     return None
 
 
+# The refresh runs every market hour, so while NYSE is open a symbol's newest bar may be
+# up to an hour old and still be fresh.
+FRESH_FOR = pd.Timedelta(hours=1)
+
+
+def newest_bar_due(now: pd.Timestamp) -> pd.Timestamp:
+    """The oldest newest-bar that is still fresh at ``now``: an hour before now while NYSE
+    is open, else an hour before the last session's close (the session's final bar)."""
+    calendar = nyse_calendar()
+    minute = now.floor("min")
+    reference = minute if calendar.is_open_on_minute(minute) else calendar.previous_close(minute)
+    return reference - FRESH_FOR
+
+
 # Yahoo's ticker suffixes for exchanges with one continuous session a day; no suffix is a US
 # listing (NYSE and Nasdaq share the XNYS schedule).
 _EXCHANGE_BY_SUFFIX = {

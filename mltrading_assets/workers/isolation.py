@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
 
 # Imported once by the fork server, so each new worker starts with them loaded.
-PRELOAD_MODULES = ["mltrading_assets.workers.symbol_work"]
+PRELOAD_MODULES = ["mltrading_assets.workers.bar_task", "mltrading_assets.workers.feature_task"]
 
 
 def _context(start_method: str) -> multiprocessing.context.BaseContext:
@@ -33,6 +34,21 @@ def _context(start_method: str) -> multiprocessing.context.BaseContext:
     return context
 
 
+class FailureKind(StrEnum):
+    """Why a symbol failed; the step retries only the kinds a retry can cure."""
+
+    BAD_INPUT = "bad_input"  # the source's data or the symbol itself: fails again
+    TRANSIENT = "transient"  # the source was rate-limited, down or slow
+    TIMEOUT = "timeout"  # past the per-symbol budget; its worker was stopped
+    CRASHED = "crashed"  # its worker process died
+    DATABASE = "database"  # the database stayed unreachable for the whole outage budget
+    ERROR = "error"  # anything else (a database error, a bug)
+
+    @property
+    def retryable(self) -> bool:
+        return self in (FailureKind.TRANSIENT, FailureKind.TIMEOUT, FailureKind.CRASHED)
+
+
 @dataclass(frozen=True)
 class SymbolOutcome:
     """What happened to one symbol: ``details`` on success, ``error`` and ``kind`` on failure."""
@@ -40,7 +56,7 @@ class SymbolOutcome:
     symbol: str
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    kind: str | None = None  # bad_input | transient | timeout | crashed | database | error
+    kind: FailureKind | None = None
 
     @property
     def ok(self) -> bool:
@@ -50,7 +66,7 @@ class SymbolOutcome:
 class SymbolTaskError(Exception):
     """Raised inside a worker with a classified, picklable failure."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: FailureKind, message: str) -> None:
         super().__init__(kind, message)
         self.kind = kind
         self.message = message
@@ -109,13 +125,17 @@ def _outcome(symbol: str, future: Any, timeout_seconds: float) -> SymbolOutcome:
         return SymbolOutcome(symbol, error=exc.message, kind=exc.kind)
     except FutureTimeout:
         return SymbolOutcome(
-            symbol, error=f"timed out after {timeout_seconds:g} s; worker stopped", kind="timeout"
+            symbol,
+            error=f"timed out after {timeout_seconds:g} s; worker stopped",
+            kind=FailureKind.TIMEOUT,
         )
     except ProcessExpired as exc:
         return SymbolOutcome(
-            symbol, error=f"worker process died (exit code {exc.exitcode})", kind="crashed"
+            symbol,
+            error=f"worker process died (exit code {exc.exitcode})",
+            kind=FailureKind.CRASHED,
         )
     except Exception as exc:  # an unexpected bug in the task: report what was raised
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return SymbolOutcome(symbol, error=text, kind="error")
+        return SymbolOutcome(symbol, error=text, kind=FailureKind.ERROR)
     return SymbolOutcome(symbol, details=details)

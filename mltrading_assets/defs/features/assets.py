@@ -1,33 +1,22 @@
-"""Technical features per bar (the FEATURES.md contract), computed from market_data."""
+"""Technical features per bar (the contract in ``features/contract.py``, described in
+``features/REFERENCE.md``), computed from market_data."""
 
 import dagster as dg
 
 from mltrading_assets.defs.market_data.assets import market_data
-from mltrading_assets.defs.resources import (
-    BarSourceResource,
-    PostgresResource,
-    ProcessingResource,
-)
-from mltrading_assets.defs.symbols.partitions import symbol_batches, symbol_partitions
+from mltrading_assets.features.contract import CORE_COLUMNS, LOOKBACK_BARS
+from mltrading_assets.lib.partitions import market_asset
+from mltrading_assets.lib.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.lib.symbol_batch import materialize_partitions
-from mltrading_assets.workers.symbol_work import build_features
+from mltrading_assets.workers.feature_task import build_features
 
 
-@dg.asset(
-    partitions_def=symbol_partitions,
-    backfill_policy=symbol_batches,
+@market_asset(
     deps=[market_data],
-    output_required=False,
-    group_name="market",
-    kinds={"postgres", "pandas"},
-    owners=["team:mltrading"],
-    retry_policy=dg.RetryPolicy(
-        max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-    ),
     description=(
-        "37 technical indicators per bar (FEATURES.md contract) in "
+        f"{len(CORE_COLUMNS)} technical indicators per bar (more with feature_set=extended) in "
         "public.feature_engineered_data. Only new or changed bars are recomputed, from a "
-        "600-bar lookback; a new feature_version recomputes everything."
+        f"{LOOKBACK_BARS}-bar lookback; a new feature_version recomputes everything."
     ),
 )
 def feature_engineered_data(

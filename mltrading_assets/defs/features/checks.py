@@ -3,8 +3,8 @@
 import pandas as pd
 
 from mltrading_assets.defs.features.assets import feature_engineered_data
-from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets.features.contract import ALL_FEATURE_COLUMNS, INTEGER_COLUMNS
+from mltrading_assets.lib.resources import PostgresResource
 from mltrading_assets.lib.symbol_checks import (
     ERROR,
     Results,

@@ -5,30 +5,30 @@ finish (sensors.py), so features never compute on bars still being written."""
 import dagster as dg
 import pandas as pd
 
-from mltrading_assets.defs.features.follow import features_request_after, followed_already
-from mltrading_assets.defs.features.jobs import features_job
+from mltrading_assets.defs.features.jobs import features_job, features_request_after
 from mltrading_assets.defs.market_data.jobs import market_data_job
-from mltrading_assets.defs.market_data.schedules import TICK_TAG
-from mltrading_assets.lib.schedule_status import default_schedule_status
-from mltrading_assets.trading_calendar import NEW_YORK, market_hours_skip_reason
+from mltrading_assets.lib.follow_up import followed_already
+from mltrading_assets.lib.schedules import Requests, market_hours_schedule
+from mltrading_assets.names import RunTags
+from mltrading_assets.trading_calendar import market_hours_skip_reason
 
 
-def features_requests(
-    instance: dg.DagsterInstance, tick: pd.Timestamp
-) -> dg.SkipReason | list[dg.RunRequest]:
+def features_requests(instance: dg.DagsterInstance, tick: pd.Timestamp) -> Requests:
     data_tick = tick.floor("h")
     reason = market_hours_skip_reason(data_tick)
     if reason:
         return dg.SkipReason(reason)
     stamp = data_tick.isoformat()
     data_runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=market_data_job.name, tags={TICK_TAG: stamp})
+        filters=dg.RunsFilter(job_name=market_data_job.name, tags={RunTags.TICK: stamp})
     )
     if not data_runs:
         return dg.SkipReason(f"no market_data runs for the {stamp} tick")
     finished = [run for run in data_runs if run.is_finished]
     requests = [
-        features_request_after(run) for run in finished if not followed_already(instance, run)
+        features_request_after(run)
+        for run in finished
+        if not followed_already(instance, run, RunTags.FEATURES_AFTER)
     ]
     if not requests:
         waiting = len(data_runs) - len(finished)
@@ -41,13 +41,10 @@ def features_requests(
     return requests
 
 
-@dg.schedule(
+features_schedule = market_hours_schedule(
+    name="features_schedule",
     job=features_job,
     cron_schedule="5 9-16 * * 1-5",
-    execution_timezone=NEW_YORK,
-    default_status=default_schedule_status(),
     description="Features for the symbols whose bars of this hour are in.",
+    requests=lambda context, tick: features_requests(context.instance, tick),
 )
-def features_schedule(context: dg.ScheduleEvaluationContext):
-    tick = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC")
-    return features_requests(context.instance, tick)

@@ -9,26 +9,22 @@ and works the same for scheduled runs, backfills and runs launched from the UI.
 import dagster as dg
 
 from mltrading_assets.defs.features.assets import feature_engineered_data
-from mltrading_assets.defs.features.follow import (
-    features_request_after,
-    follow_up_sensors,
-    followed_already,
-)
-from mltrading_assets.defs.features.jobs import features_job
+from mltrading_assets.defs.features.jobs import features_job, features_request_after
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.market_data.jobs import market_data_job
+from mltrading_assets.lib.follow_up import follow_up_sensors, followed_already, materialized_by
+from mltrading_assets.names import RunTags
 
 
 def _follow(context: dg.RunStatusSensorContext):
     run = context.dagster_run
-    # Runs of market_data_job carry no asset selection; UI launches and backfills do.
-    if run.job_name != market_data_job.name and market_data.key not in (run.asset_selection or ()):
+    if not materialized_by(run, market_data_job, market_data.key):
         return dg.SkipReason(f"run {run.run_id} did not materialize market_data")
     if run.status == dg.DagsterRunStatus.SUCCESS and feature_engineered_data.key in (
         run.asset_selection or ()
     ):
         return dg.SkipReason(f"run {run.run_id} computed the features itself")
-    if followed_already(context.instance, run):
+    if followed_already(context.instance, run, RunTags.FEATURES_AFTER):
         return dg.SkipReason(f"features for run {run.run_id} were already requested")
     return features_request_after(run)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from mltrading_assets.defs.market_data.assets import market_data
-from mltrading_assets.defs.resources import PostgresResource
+from mltrading_assets.lib.resources import PostgresResource
 from mltrading_assets.lib.symbol_checks import (
     ERROR,
     WARN,
@@ -21,6 +21,7 @@ from mltrading_assets.trading_calendar import (
     NEW_YORK,
     exchange_of,
     is_in_regular_session,
+    newest_bar_due,
     nyse_calendar,
     sessions_between,
 )
@@ -85,6 +86,7 @@ def freshness_problems(
 ) -> Results:
     market_open = bool(is_in_regular_session(pd.DatetimeIndex([now]))[0])
     frame = by_symbol(database, 'max("timestamp") AS newest', symbols, source)
+    due = newest_bar_due(now)
 
     def judge(row) -> tuple[bool, dict[str, Any]]:
         newest = pd.Timestamp(row.newest).tz_convert("UTC")
@@ -94,7 +96,7 @@ def freshness_problems(
             "age_minutes": round(age.total_seconds() / 60, 1),
             "market_open": market_open,
         }
-        return (not market_open or age <= pd.Timedelta(hours=1)), metadata
+        return (not market_open or newest >= due), metadata
 
     return per_symbol(symbols, frame, judge)
 

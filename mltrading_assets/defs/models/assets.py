@@ -14,9 +14,13 @@ from mltrading_assets.db.model_rows import (
 )
 from mltrading_assets.db.system_logs import log_model_event
 from mltrading_assets.defs.features.assets import feature_engineered_data
-from mltrading_assets.defs.models.resources import ModelingResource
-from mltrading_assets.defs.resources import BarSourceResource, PostgresResource, ProcessingResource
-from mltrading_assets.defs.symbols.partitions import symbol_batches, symbol_partitions
+from mltrading_assets.lib.partitions import SYMBOL_PARTITIONED, retry_policy
+from mltrading_assets.lib.resources import (
+    BarSourceResource,
+    ModelingResource,
+    PostgresResource,
+    ProcessingResource,
+)
 from mltrading_assets.models import evaluation
 from mltrading_assets.models.dataset import (
     LABEL_TIME,
@@ -26,12 +30,9 @@ from mltrading_assets.models.dataset import (
 )
 from mltrading_assets.models.gate import Decision, decide
 from mltrading_assets.models.training import predict_up, train
+from mltrading_assets.names import CHAMPION_MODEL_ASSET, OWNERS, MetadataKeys, ModelAliases
 
-RETRY = dg.RetryPolicy(
-    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
-COMMON = {"group_name": "models", "owners": ["team:mltrading"]}
-SCORES_KEY = "scores"
+COMMON = {"group_name": "models", "owners": OWNERS, "retry_policy": retry_policy(30)}
 
 
 def _stop(description: str) -> dg.Failure:
@@ -54,14 +55,13 @@ def promotion_decision(evaluated: dict[str, object], modeling: ModelingResource)
         return Decision(False, "model_evaluation has not been materialized yet")
     if evaluated["candidate_version"] == evaluated["champion_version"]:
         return Decision(True, f"version {evaluated['candidate_version']} is the champion already")
-    scores = dict(evaluated[SCORES_KEY])
+    scores = dict(evaluated[MetadataKeys.SCORES])
     return decide(scores, modeling.primary_metric, modeling.promotion_margin)
 
 
 @dg.asset(
     deps=[feature_engineered_data],
     kinds={"parquet", "postgres"},
-    retry_policy=RETRY,
     description=(
         "One row per (symbol, complete bar) of the active symbols with its features and the "
         "label known only after it: did the close rise over the next horizon_bars bars. "
@@ -121,7 +121,6 @@ def _read_dataset(modeling: ModelingResource) -> pd.DataFrame:
 @dg.asset(
     deps=[training_dataset],
     kinds={"scikit", "mlflow"},
-    retry_policy=RETRY,
     description=(
         "A gradient-boosted direction classifier, validated walk-forward with cuts in time "
         "across all symbols (embargo >= horizon), fitted on everything before the holdout, "
@@ -200,7 +199,6 @@ def _scores_markdown(scores: dict[str, dict[str, float]]) -> str:
 @dg.asset(
     deps=[candidate_model],
     kinds={"scikit", "mlflow"},
-    retry_policy=RETRY,
     description=(
         "The challenger and the champion scored on the same, most recent holdout (accuracy, "
         "log loss, ROC AUC, information coefficient), beside the naive baselines always_up "
@@ -213,13 +211,11 @@ def model_evaluation(
     database: PostgresResource,
     modeling: ModelingResource,
 ) -> dg.MaterializeResult:
-    from mltrading_assets.models.registry import CHALLENGER, CHAMPION
-
     registry = modeling.registry(database.url)
-    candidate = registry.by_alias(CHALLENGER)
+    candidate = registry.by_alias(ModelAliases.CHALLENGER)
     if candidate is None:
         raise _stop("no challenger in the registry: materialize candidate_model first")
-    champion = registry.by_alias(CHAMPION)
+    champion = registry.by_alias(ModelAliases.CHAMPION)
     dataset = _read_dataset(modeling)
     holdout_start = pd.Timestamp(candidate.tags["holdout_start"])
     holdout = dataset[dataset["timestamp"] >= holdout_start].reset_index(drop=True)
@@ -263,7 +259,7 @@ def model_evaluation(
             "holdout_rows": len(holdout),
             "primary_metric": modeling.primary_metric,
             "notes": "; ".join(notes),
-            SCORES_KEY: dg.MetadataValue.json(scores),
+            MetadataKeys.SCORES: dg.MetadataValue.json(scores),
         }
     )
 
@@ -273,9 +269,9 @@ def _x(rows: pd.DataFrame, version) -> pd.DataFrame:
 
 
 @dg.asset(
+    name=CHAMPION_MODEL_ASSET,
     deps=[model_evaluation],
     kinds={"mlflow"},
-    retry_policy=RETRY,
     description=(
         "The live model: the MLflow alias `champion`, moved to the challenger only when the "
         "blocking check promotion_gate passed in the same run."
@@ -303,7 +299,7 @@ def champion_model(
                 f"version {version} replaces {replaced or 'no champion'}: {decision.reason}",
             )
     context.log.info(f"champion: version {version} ({decision.reason})")
-    scores = dict(evaluated[SCORES_KEY])
+    scores = dict(evaluated[MetadataKeys.SCORES])
     return dg.MaterializeResult(
         metadata={
             "model_version": version,
@@ -315,11 +311,9 @@ def champion_model(
 
 
 @dg.asset(
-    partitions_def=symbol_partitions,
-    backfill_policy=symbol_batches,
+    **SYMBOL_PARTITIONED,
     deps=[feature_engineered_data, champion_model],
     kinds={"postgres", "mlflow"},
-    retry_policy=RETRY,
     description=(
         "The champion's probability that the close rises over its horizon, for the newest bar "
         "of each active symbol, in public.model_predictions (with the model version); "
@@ -333,10 +327,8 @@ def model_predictions(
     source: BarSourceResource,
     modeling: ModelingResource,
 ) -> dg.MaterializeResult:
-    from mltrading_assets.models.registry import CHAMPION
-
     registry = modeling.registry(database.url)
-    champion = registry.by_alias(CHAMPION)
+    champion = registry.by_alias(ModelAliases.CHAMPION)
     if champion is None:
         raise _stop(
             "no champion model yet: materialize the models group (or run `mltrading models "

@@ -5,13 +5,12 @@ import dagster as dg
 
 from mltrading_assets.db.system_logs import log_model_event
 from mltrading_assets.defs.models.assets import (
-    SCORES_KEY,
     latest_metadata,
     model_evaluation,
     promotion_decision,
 )
-from mltrading_assets.defs.models.resources import ModelingResource
-from mltrading_assets.defs.resources import PostgresResource
+from mltrading_assets.lib.resources import ModelingResource, PostgresResource
+from mltrading_assets.names import MetadataKeys
 
 
 @dg.asset_check(
@@ -41,7 +40,7 @@ def promotion_gate(
                 f"version {candidate} not promoted: {decision.reason}",
             )
     context.log.info(f"{'promote' if decision.promote else 'refuse'}: {decision.reason}")
-    scores = dict(evaluated.get(SCORES_KEY) or {})
+    scores = dict(evaluated.get(MetadataKeys.SCORES) or {})
     return dg.AssetCheckResult(
         passed=decision.promote,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -3,34 +3,31 @@ on features runs (as features follow bars) and an asset sensor on ``champion_mod
 
 import dagster as dg
 
-from mltrading_assets.db.symbols import active_symbols
 from mltrading_assets.defs.features.assets import feature_engineered_data
-from mltrading_assets.defs.features.follow import (
-    follow_up_sensors,
-    followed_already,
-    request_after,
-)
 from mltrading_assets.defs.features.jobs import features_job
 from mltrading_assets.defs.models.assets import champion_model
 from mltrading_assets.defs.models.jobs import model_predictions_job
-from mltrading_assets.defs.resources import PostgresResource
-from mltrading_assets.defs.symbols.partitions import symbol_partitions
+from mltrading_assets.lib.follow_up import (
+    follow_up_sensors,
+    followed_already,
+    materialized_by,
+    request_after,
+)
+from mltrading_assets.lib.partitions import active_partitions
 from mltrading_assets.lib.ranged_runs import symbol_range_requests
-
-PREDICTS_AFTER_TAG = "mltrading/predictions_after_run"
+from mltrading_assets.lib.resources import PostgresResource
+from mltrading_assets.names import RunTags
 
 
 def _follow_features(context: dg.RunStatusSensorContext):
     run = context.dagster_run
-    if run.job_name != features_job.name and feature_engineered_data.key not in (
-        run.asset_selection or ()
-    ):
+    if not materialized_by(run, features_job, feature_engineered_data.key):
         return dg.SkipReason(f"run {run.run_id} did not compute features")
     if context.instance.get_latest_materialization_event(champion_model.key) is None:
         return dg.SkipReason("no champion model yet: nothing to predict with")
-    if followed_already(context.instance, run, PREDICTS_AFTER_TAG):
+    if followed_already(context.instance, run, RunTags.PREDICTIONS_AFTER):
         return dg.SkipReason(f"predictions for run {run.run_id} were already requested")
-    return request_after(run, model_predictions_job.name, PREDICTS_AFTER_TAG, "predictions")
+    return request_after(run, model_predictions_job.name, RunTags.PREDICTIONS_AFTER, "predictions")
 
 
 predictions_after_features, predictions_after_failed_features = follow_up_sensors(
@@ -57,13 +54,10 @@ predictions_after_features, predictions_after_failed_features = follow_up_sensor
 def predictions_after_promotion(
     context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, database: PostgresResource
 ):
-    with database.connection() as conn:
-        symbols = active_symbols(conn)
-    ordered = context.instance.get_dynamic_partitions(symbol_partitions.name)
-    known = set(ordered)
+    active = active_partitions(context.instance, database)
     requests = symbol_range_requests(
-        ordered,
-        [s for s in symbols if s in known],
+        active.ordered,
+        active.symbols,
         f"predictions-for:{asset_event.run_id}:{asset_event.timestamp}",
         {},
     )

@@ -14,19 +14,17 @@ import dagster as dg
 from mltrading_assets.db.symbols import active_symbols
 from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.market_data.assets import market_data
-from mltrading_assets.defs.resources import (
-    BarSourceResource,
-    PostgresResource,
-    ProcessingResource,
-)
-from mltrading_assets.defs.symbols.partitions import symbol_partitions
+from mltrading_assets.lib.partitions import register_partitions
 from mltrading_assets.lib.ranged_runs import MAX_RUNTIME_TAGS
+from mltrading_assets.lib.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.lib.symbol_batch import process_symbols, raise_for_failures
+from mltrading_assets.names import BAR_SOURCE_POOL
+from mltrading_assets.workers.bar_task import load_market_data
+from mltrading_assets.workers.feature_task import build_features
 from mltrading_assets.workers.isolation import SymbolOutcome
-from mltrading_assets.workers.symbol_work import build_features, load_market_data
 
 
-@dg.op(pool="market_data_source", out=dg.Out(dict))
+@dg.op(pool=BAR_SOURCE_POOL, out=dg.Out(dict))
 def reload_market_data(
     context: dg.OpExecutionContext,
     database: PostgresResource,
@@ -37,10 +35,7 @@ def reload_market_data(
         active = active_symbols(conn)
     if not active:
         raise dg.Failure("no active symbols to rebuild: add some with `mltrading symbols add`")
-    known = set(context.instance.get_dynamic_partitions(symbol_partitions.name))
-    missing = [s for s in active if s not in known]
-    if missing:
-        context.instance.add_dynamic_partitions(symbol_partitions.name, missing)
+    register_partitions(context.instance, active)
     result = process_symbols(
         context,
         load_market_data,

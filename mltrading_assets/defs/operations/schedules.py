@@ -1,7 +1,7 @@
 import dagster as dg
 
 from mltrading_assets.defs.operations.jobs import retention_job
-from mltrading_assets.lib.schedule_status import default_schedule_status
+from mltrading_assets.lib.schedules import default_schedule_status
 from mltrading_assets.trading_calendar import NEW_YORK
 
 retention_schedule = dg.ScheduleDefinition(

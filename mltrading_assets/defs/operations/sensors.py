@@ -5,16 +5,10 @@ import datetime as dt
 import dagster as dg
 
 from mltrading_assets.db.system_logs import log_run
-from mltrading_assets.defs.resources import PostgresResource
 from mltrading_assets.lib.dead_runs import reap_dead_runs
-from mltrading_assets.workers.symbol_work import REBASED_KEY
-
-
-def _partitions_label(run: dg.DagsterRun) -> str | None:
-    first = run.tags.get("dagster/asset_partition_range_start")
-    if first:
-        return f"{first}..{run.tags['dagster/asset_partition_range_end']}"
-    return run.tags.get("dagster/partition")
+from mltrading_assets.lib.ranged_runs import partitions_label
+from mltrading_assets.lib.resources import PostgresResource
+from mltrading_assets.names import MetadataKeys
 
 
 def rebased_symbols(instance: dg.DagsterInstance, run_id: str) -> str | None:
@@ -30,7 +24,9 @@ def rebased_symbols(instance: dg.DagsterInstance, run_id: str) -> str | None:
         )
         for record in page.records:
             materialization = record.event_log_entry.asset_materialization
-            rebased = materialization.metadata.get(REBASED_KEY) if materialization else None
+            rebased = (
+                materialization.metadata.get(MetadataKeys.REBASED) if materialization else None
+            )
             if rebased is not None:
                 notes.append(f"{materialization.partition}: {rebased.value}")
         if not page.has_more:
@@ -57,7 +53,7 @@ def record_finished_run(
             conn,
             run_id=run.run_id,
             job_name=run.job_name,
-            partitions=_partitions_label(run),
+            partitions=partitions_label(run),
             status=status,
             started_at=when(stats.start_time),
             ended_at=when(stats.end_time),

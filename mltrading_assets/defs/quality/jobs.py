@@ -2,7 +2,7 @@ import dagster as dg
 
 from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.market_data.assets import market_data
-from mltrading_assets.defs.symbols.partitions import symbol_partitions
+from mltrading_assets.lib.partitions import symbol_partitions
 from mltrading_assets.lib.ranged_runs import MAX_RUNTIME_TAGS
 
 quality_checks_job = dg.define_asset_job(
@@ -11,7 +11,7 @@ quality_checks_job = dg.define_asset_job(
     description="Data-quality checks of both assets for the selected symbols.",
     # A selection of checks alone leaves an asset job unpartitioned (Dagster 1.13 infers
     # partitions from assets only and ignores partitions_def), so the launchpad had no symbol
-    # picker (issue 13, item 3); a partitioned config gives the job its partitions.
+    # picker; a partitioned config gives the job its partitions.
     config=dg.PartitionedConfig(
         partitions_def=symbol_partitions, run_config_for_partition_key_fn=lambda _: {}
     ),

@@ -1,22 +1,12 @@
-import dagster as dg
-import pandas as pd
+"""Checks half past every market hour, when that hour's bars and features are in."""
 
-from mltrading_assets.defs.market_data.schedules import active_symbols_of, market_data_requests
 from mltrading_assets.defs.quality.jobs import quality_checks_job
-from mltrading_assets.defs.resources import PostgresResource
-from mltrading_assets.lib.schedule_status import default_schedule_status
-from mltrading_assets.trading_calendar import NEW_YORK
+from mltrading_assets.lib.schedules import active_symbols_schedule
 
-
-@dg.schedule(
+quality_checks_schedule = active_symbols_schedule(
+    name="quality_checks_schedule",
     job=quality_checks_job,
     cron_schedule="30 9-16 * * 1-5",
-    execution_timezone=NEW_YORK,
-    default_status=default_schedule_status(),
     description="Data-quality checks of every active symbol, half past each market hour.",
+    run_key_prefix="checks",
 )
-def quality_checks_schedule(context: dg.ScheduleEvaluationContext, database: PostgresResource):
-    tick = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC")
-    return market_data_requests(
-        context.instance, active_symbols_of(database), tick, prefix="checks"
-    )

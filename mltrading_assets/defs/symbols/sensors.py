@@ -10,27 +10,15 @@ import sqlalchemy as sa
 # Not exported by dagster 1.13.27: the backfill filter of symbols_in_flight.
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
-from mltrading_assets.db.symbols import add_symbols, known_symbols
-from mltrading_assets.db.tables import stock_info
+from mltrading_assets.db.symbols import add_symbols, known_symbols, symbols_changed_since
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.market_data.jobs import market_data_job
-from mltrading_assets.defs.resources import PostgresResource
-from mltrading_assets.defs.symbols.partitions import symbol_partitions
-from mltrading_assets.lib.ranged_runs import contiguous_ranges, range_tags
+from mltrading_assets.lib.follow_up import materialized_by
+from mltrading_assets.lib.partitions import symbol_partitions
+from mltrading_assets.lib.ranged_runs import contiguous_ranges, range_tags, run_symbols
+from mltrading_assets.lib.resources import PostgresResource
+from mltrading_assets.names import RunTags
 from mltrading_assets.sources import InvalidSymbolError, validate_symbol
-
-NEW_SYMBOLS_TAG = "mltrading/new_symbols"
-
-
-def symbols_changed_since(conn: sa.Connection, cursor: str) -> pd.DataFrame:
-    """Active symbols added or re-activated after ``cursor`` (ISO time), in order added."""
-    rows = conn.execute(
-        sa.select(stock_info.c.symbol, stock_info.c.updated_at)
-        .where(stock_info.c.active, stock_info.c.updated_at > sa.literal(pd.Timestamp(cursor)))
-        .order_by(stock_info.c.added_at, stock_info.c.symbol)
-    ).all()
-    return pd.DataFrame(rows, columns=["symbol", "updated_at"])
-
 
 _IN_FLIGHT = [
     dg.DagsterRunStatus.NOT_STARTED,
@@ -40,32 +28,22 @@ _IN_FLIGHT = [
 ]
 
 
-def symbols_in_flight(instance: dg.DagsterInstance, ordered: list[str]) -> set[str]:
-    """Symbols whose bars a run or an asset backfill not yet finished is about to load (a
-    UI backfill launched right after `symbols add` must not be doubled: issue 13, item 5)."""
-    position = {key: i for i, key in enumerate(ordered)}
+def symbols_in_flight(context: dg.SensorEvaluationContext, ordered: list[str]) -> set[str]:
+    """Symbols whose bars a run or an asset backfill not yet finished is about to load: a UI
+    backfill launched right after `symbols add` must not load them a second time."""
+    instance = context.instance
     busy: set[str] = set()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT)):
-        if run.job_name != market_data_job.name and market_data.key not in (
-            run.asset_selection or ()
-        ):
-            continue
-        first = run.tags.get("dagster/asset_partition_range_start")
-        if first in position:
-            last = run.tags["dagster/asset_partition_range_end"]
-            busy.update(ordered[position[first] : position.get(last, -1) + 1])
-        elif "dagster/partition" in run.tags:
-            busy.add(run.tags["dagster/partition"])
+        if materialized_by(run, market_data_job, market_data.key):
+            busy.update(run_symbols(run, ordered))
     # A backfill's runs appear a daemon tick after it is requested; its target is read from
     # Dagster's backfill data (internal API of 1.13.27, pinned by
     # test_universe_sensor_leaves_symbols_a_backfill_loads_to_it).
-    from mltrading_assets.definitions import defs
-
     requested = instance.get_backfills(
         filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])
     )
     asset_backfills = [b for b in requested if b.is_asset_backfill]
-    asset_graph = defs.resolve_asset_graph() if asset_backfills else None
+    asset_graph = context.repository_def.asset_graph if asset_backfills else None
     for backfill in asset_backfills:
         data = backfill.get_asset_backfill_data(asset_graph)
         subset = data.get_target_partitions_subset(market_data.key)
@@ -95,7 +73,7 @@ def universe_result(
         dg.RunRequest(
             run_key=f"history:{new_cursor}:{first}..{last}",
             job_name=market_data_job.name,
-            tags={**range_tags(first, last), NEW_SYMBOLS_TAG: "true"},
+            tags={**range_tags(first, last), RunTags.NEW_SYMBOLS: "true"},
         )
         for first, last in contiguous_ranges(ordered, to_load)
     ]
@@ -128,7 +106,7 @@ def symbol_universe_sensor(context: dg.SensorEvaluationContext, database: Postgr
     for problem in invalid.values():
         context.log.warning(f"removed partition {problem}")
     result = universe_result(
-        context.instance, changed, cursor, symbols_in_flight(context.instance, partitions)
+        context.instance, changed, cursor, symbols_in_flight(context, partitions)
     )
     if not invalid:
         return result

@@ -1,6 +1,6 @@
-"""A features run follows each market_data run over the same symbols, exactly once,
-whichever of the features schedule or the completion sensor gets there first; predictions
-follow features runs the same way (``defs/models/sensors.py``)."""
+"""Runs that follow other runs over the same symbols, exactly once: features after bars,
+predictions after features. Whichever of a schedule or a run-status sensor gets there first
+requests the follow-up; the tag naming the followed run keeps the other from doing it again."""
 
 from collections.abc import Callable
 
@@ -11,25 +11,24 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from mltrading_assets.defs.features.jobs import features_job
+from mltrading_assets.lib.ranged_runs import PARTITION_TAGS
 
-FOLLOWS_TAG = "mltrading/after_run"
-_PARTITION_TAGS = (
-    "dagster/partition",
-    "dagster/asset_partition_range_start",
-    "dagster/asset_partition_range_end",
-)
+AssetJob = dg.JobDefinition | UnresolvedAssetJobDefinition
 
 
-def followed_already(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, tag: str = FOLLOWS_TAG
-) -> bool:
+def materialized_by(run: dg.DagsterRun, job: AssetJob, asset: dg.AssetKey) -> bool:
+    """Whether ``run`` materialized ``asset``: a run of its own job carries no asset selection
+    (the job is the selection); UI launches and backfills do."""
+    return run.job_name == job.name or asset in (run.asset_selection or ())
+
+
+def followed_already(instance: dg.DagsterInstance, run: dg.DagsterRun, tag: str) -> bool:
     return bool(instance.get_run_ids(filters=dg.RunsFilter(tags={tag: run.run_id}), limit=1))
 
 
 def request_after(run: dg.DagsterRun, job_name: str, tag: str, key: str) -> dg.RunRequest:
     """A run of ``job_name`` for the symbols of ``run`` (its partition or partition range)."""
-    partition_tags = {k: v for k, v in run.tags.items() if k in _PARTITION_TAGS}
+    partition_tags = {k: v for k, v in run.tags.items() if k in PARTITION_TAGS}
     return dg.RunRequest(
         run_key=f"{key}-after:{run.run_id}",
         job_name=job_name,
@@ -38,7 +37,7 @@ def request_after(run: dg.DagsterRun, job_name: str, tag: str, key: str) -> dg.R
 
 
 def follow_up_sensors(
-    job: dg.JobDefinition | UnresolvedAssetJobDefinition,
+    job: AssetJob,
     follow: Callable[[dg.RunStatusSensorContext], dg.RunRequest | dg.SkipReason],
     on_success: tuple[str, str],
     on_failure: tuple[str, str],
@@ -65,7 +64,3 @@ def follow_up_sensors(
         sensor(dg.DagsterRunStatus.SUCCESS, *on_success),
         sensor(dg.DagsterRunStatus.FAILURE, *on_failure),
     )
-
-
-def features_request_after(run: dg.DagsterRun) -> dg.RunRequest:
-    return request_after(run, features_job.name, FOLLOWS_TAG, "features")

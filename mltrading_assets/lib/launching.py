@@ -1,16 +1,19 @@
-"""Launch batched, symbol-ranged runs from Python (CLI, tests, benchmark), through the real
-executor: each run's steps go through the multiprocess executor, exactly as in production."""
+"""Launch runs from Python (the CLI, the benchmark, tests) through the real executor: each
+run's steps go through the multiprocess executor, exactly as in production, and symbols go
+in ranged runs of a few hundred."""
 
 import contextlib
 import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
 import psutil
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
 from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import (
@@ -20,66 +23,42 @@ from dagster._core.remote_origin import (
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from mltrading_assets.defs.symbols.partitions import symbol_partitions
-from mltrading_assets.lib.dead_runs import process_tags
+from mltrading_assets.lib.dead_runs import Reaped, process_tags, reap_dead_runs
+from mltrading_assets.lib.partitions import symbol_partitions
 from mltrading_assets.lib.ranged_runs import SYMBOLS_PER_RUN, contiguous_ranges, range_tags
+from mltrading_assets.names import CHAMPION_MODEL_ASSET
+from mltrading_assets.paths import PROJECT_ROOT
 
-# The code location name of workspace.yaml (and of pyproject's [tool.dagster]).
+# The code location of workspace.yaml (and of pyproject's [tool.dagster]): the module and
+# the name of its Definitions. Named, not imported: this layer sits below the definitions,
+# and Dagster loads them by name in every process a run starts anyway.
 CODE_LOCATION = "mltrading_assets"
+DEFINITIONS_MODULE = "mltrading_assets.definitions"
+DEFINITIONS_ATTRIBUTE = "defs"
 
-
-def market_data_job_def() -> dg.JobDefinition:
-    from mltrading_assets.definitions import defs
-
-    return defs.resolve_job_def("market_data_job")
-
-
-def features_job_def() -> dg.JobDefinition:
-    from mltrading_assets.definitions import defs
-
-    return defs.resolve_job_def("features_job")
-
-
-def rebuild_all_job_def() -> dg.JobDefinition:
-    from mltrading_assets.definitions import defs
-
-    return defs.resolve_job_def("rebuild_all_job")
-
-
-def quality_checks_job_def() -> dg.JobDefinition:
-    from mltrading_assets.definitions import defs
-
-    return defs.resolve_job_def("quality_checks_job")
-
-
-def model_training_job_def() -> dg.JobDefinition:
-    from mltrading_assets.definitions import defs
-
-    return defs.resolve_job_def("model_training_job")
-
-
-def model_predictions_job_def() -> dg.JobDefinition:
-    from mltrading_assets.definitions import defs
-
-    return defs.resolve_job_def("model_predictions_job")
-
-
+# What `materialize` and `refresh` can run over symbols, by the name a caller uses.
 JOBS = {
-    "market_data": market_data_job_def,
-    "features": features_job_def,
-    "checks": quality_checks_job_def,
-    "predictions": model_predictions_job_def,
+    "market_data": "market_data_job",
+    "features": "features_job",
+    "checks": "quality_checks_job",
+    "predictions": "model_predictions_job",
 }
+
+
+def reconstructable_job(job_name: str) -> ReconstructableJob:
+    """``job_name`` of the project's Definitions, as every process of a run reloads it."""
+    repository = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=str(PROJECT_ROOT)
+    )
+    return repository.get_reconstructable_job(job_name)
 
 
 def workspace_origin(job_name: str) -> RemoteJobOrigin:
     """Where the UI finds ``job_name``: the code location of workspace.yaml."""
-    from mltrading_assets.paths import PROJECT_ROOT
-
     location = ManagedGrpcPythonEnvCodeLocationOrigin(
         LoadableTargetOrigin(
             executable_path=sys.executable,
-            module_name="mltrading_assets.definitions",
+            module_name=DEFINITIONS_MODULE,
             working_directory=str(PROJECT_ROOT),
         ),
         location_name=CODE_LOCATION,
@@ -88,23 +67,22 @@ def workspace_origin(job_name: str) -> RemoteJobOrigin:
 
 
 def execute_job(
-    instance: dg.DagsterInstance, job_fn, tags: dict[str, str], run_config: dict
+    instance: dg.DagsterInstance, job_name: str, tags: dict[str, str], run_config: dict
 ) -> dg.JobExecutionResult:
     """``dg.execute_job``, but the run names the code location its job comes from.
 
     Runs of ``dg.execute_job`` carry no such origin, and the UI's Overview timeline lists only
-    runs it can place in a code location: the quick start's runs were missing there (issue 13,
-    item 7). Built from Dagster's internals of 1.13.27 (create_run_for_job with a
-    remote_job_origin, then execute_run), as dg.execute_job does; pinned by
-    test_cli_runs_name_their_code_location.
+    runs it can place in a code location: terminal runs were missing there. Built from
+    Dagster's internals of 1.13.27 (create_run_for_job with a remote_job_origin, then
+    execute_run), as dg.execute_job does; pinned by test_cli_runs_name_their_code_location.
     """
-    recon = dg.reconstructable(job_fn)
+    recon = reconstructable_job(job_name)
     run = instance.create_run_for_job(
         job_def=recon.get_definition(),
         run_config=run_config,
         tags=tags,
         job_code_origin=recon.get_python_origin(),
-        remote_job_origin=workspace_origin(job_fn().name),
+        remote_job_origin=workspace_origin(job_name),
     )
     return execute_run(recon, run, instance)
 
@@ -136,15 +114,6 @@ def was_interrupted(instance: dg.DagsterInstance, run_id: str) -> bool:
         run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=1000
     ).records
     return any(INTERRUPT_MESSAGE in (r.event_log_entry.message or "") for r in records)
-
-
-def register_partitions(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
-    """Add the symbols that are not partitions yet (one call for all); returns those added."""
-    existing = set(instance.get_dynamic_partitions(symbol_partitions.name))
-    new = [s for s in symbols if s not in existing]
-    if new:
-        instance.add_dynamic_partitions(symbol_partitions.name, new)
-    return new
 
 
 def _ranges(
@@ -262,11 +231,35 @@ def _interrupt_children_on(*errors: type[BaseException]):
         raise
 
 
+def has_champion(instance: dg.DagsterInstance) -> bool:
+    return instance.get_latest_materialization_event(dg.AssetKey(CHAMPION_MODEL_ASSET)) is not None
+
+
+def materialize_symbols(
+    instance: dg.DagsterInstance,
+    symbols: list[str],
+    assets: list[str],
+    on_reaped: Callable[[Reaped], None] = lambda reaped: None,
+) -> dict[str, list[RunSummary]]:
+    """``assets`` ("market_data", "features") for ``symbols``, as the daemon would run them:
+    both as the hourly refresh does, and predictions after new features while a champion
+    exists (as the predictions sensor does). Runs whose process died are reaped first: one
+    would hold the bar pool's slot and make these wait for ever (``on_reaped`` hears of it)."""
+    on_reaped(reap_dead_runs(instance))
+    if assets == ["market_data", "features"]:
+        runs = refresh(instance, symbols)
+    else:
+        runs = {asset: materialize(instance, asset, symbols) for asset in assets}
+    if "features" in assets and has_champion(instance):
+        runs["predictions"] = materialize(instance, "predictions", symbols)
+    return runs
+
+
 def rebuild_all(
     instance: dg.DagsterInstance, run_config: dict | None = None, log_level: str = "INFO"
 ) -> RunSummary:
     """Run the complete rebuild (a year of bars and all features, every active symbol)."""
-    return _execute_whole(instance, rebuild_all_job_def, run_config, log_level)
+    return _execute_whole(instance, "rebuild_all_job", run_config, log_level)
 
 
 def train_models(
@@ -274,16 +267,16 @@ def train_models(
 ) -> RunSummary:
     """Retrain: dataset, candidate, evaluation, and the champion if the gate passes (a
     refused candidate fails the run at the gate)."""
-    return _execute_whole(instance, model_training_job_def, run_config, log_level)
+    return _execute_whole(instance, "model_training_job", run_config, log_level)
 
 
 def _execute_whole(
-    instance: dg.DagsterInstance, job_def, run_config: dict | None, log_level: str
+    instance: dg.DagsterInstance, job_name: str, run_config: dict | None, log_level: str
 ) -> RunSummary:
     """A run of an unpartitioned job."""
     with execute_job(
         instance,
-        job_def,
+        job_name,
         process_tags(),
         {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}},
     ) as result:

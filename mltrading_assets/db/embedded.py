@@ -1,12 +1,12 @@
-"""Where the project keeps its local state, and the embedded PostgreSQL used when no
-``MLTRADING_DATABASE_URL`` is given (nothing to install by hand for the quick start)."""
+"""The embedded PostgreSQL used when no ``MLTRADING_DATABASE_URL`` is given (nothing to
+install by hand for the quick start), kept under the project's home."""
 
 import os
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from mltrading_assets.paths import PROJECT_ROOT, project_home
+from mltrading_assets.paths import project_home
 
 DATABASE_NAME = "mltrading"
 
@@ -69,17 +69,3 @@ def resolve_database_url() -> str:
         url = start_embedded_postgres()
         os.environ["MLTRADING_DATABASE_URL"] = url
     return url
-
-
-def prepare_dagster_home() -> Path:
-    """``DAGSTER_HOME`` for this project: the repository's ``dagster.yaml`` linked into a
-    folder of ``.mltrading``, so Dagster's logs and artifacts stay out of the source tree."""
-    if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"])
-    home = project_home() / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    link = home / "dagster.yaml"
-    if not link.exists():
-        link.symlink_to(PROJECT_ROOT / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home

@@ -1,0 +1,221 @@
+"""The resources' classes: the database, the bar source, how symbols are processed, and how
+models are trained. ``defs/resources.py`` and ``defs/models/resources.py`` bind them to the
+environment; the CLI builds them too.
+
+Each setting is an ``EnvVar`` when its variable is set (shown as such in Deployment →
+Resources), else a default; any of them can be overridden per run in the launchpad.
+"""
+
+import os
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field
+
+from mltrading_assets.db.engine import create_app_engine, one_connection
+from mltrading_assets.models.training import TrainingSettings
+from mltrading_assets.paths import project_home
+from mltrading_assets.sources import SOURCE_CLASSES, BarSource, build_source
+from mltrading_assets.workers.isolation import default_workers
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The application database (tables in schema ``public``)."""
+
+    url: str = Field(
+        description="SQLAlchemy URL of the PostgreSQL database (MLTRADING_DATABASE_URL)"
+    )
+
+    def engine(self, pool_size: int = 2) -> sa.Engine:
+        return create_app_engine(self.url, pool_size=pool_size)
+
+    def connection(self, begin: bool = False) -> AbstractContextManager[sa.Connection]:
+        """One connection, closed with its engine (``begin``: inside a transaction)."""
+        return one_connection(self.url, begin=begin)
+
+
+class BarSourceResource(dg.ConfigurableResource):
+    """Where bars come from: ``yahoo`` (yfinance), ``csv`` (a folder) or ``synthetic``."""
+
+    kind: str = Field(default="synthetic", description="yahoo | csv | synthetic (MLTRADING_SOURCE)")
+    csv_dir: str = Field(default="", description="folder of <SYMBOL>.csv files, for kind=csv")
+    as_of: str = Field(
+        default="", description="synthetic only: fixed clock (ISO time) for reproducible runs"
+    )
+    history_days: int = Field(default=365, description="history loaded for a new symbol")
+    max_concurrent_requests: int = Field(
+        default=5,
+        description=(
+            "requests in flight at once (Yahoo's rate limit): the yahoo source fetches with "
+            "this many worker processes whatever the core count; one bar step runs at a time "
+            "across all runs (pool market_data_source)"
+        ),
+    )
+    overlap_days: int = Field(
+        default=3, description="days re-read before the newest stored bar on each refresh"
+    )
+    request_timeout_seconds: float = Field(
+        default=10.0,
+        description="yahoo: longest wait for any one HTTP request (yfinance's timeout)",
+    )
+    retry_attempts: int = Field(
+        default=4,
+        description="yahoo: attempts per symbol on 429, 5xx, timeouts and connection errors",
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0,
+        description="yahoo: first wait between attempts; doubles each time, with jitter",
+    )
+    yfinance_cache_dir: str = Field(
+        default="",
+        description="yahoo: folder of yfinance's time-zone and cookie cache (empty: its own)",
+    )
+
+    def source_config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "csv_dir": self.csv_dir,
+            "as_of": self.as_of,
+            "request_timeout_s": self.request_timeout_seconds,
+            "retry_attempts": self.retry_attempts,
+            "retry_backoff_s": self.retry_backoff_seconds,
+            "cache_dir": self.yfinance_cache_dir,
+        }
+
+    def build(self) -> BarSource:
+        return build_source(**self.source_config())
+
+    @property
+    def is_network_bound(self) -> bool:
+        return SOURCE_CLASSES[self.kind].network_bound
+
+    def preload(self) -> None:
+        """Import the source's client in this (step) process before workers fork from it."""
+        SOURCE_CLASSES[self.kind].preload()
+
+    def fetch_workers(self, cpu_workers: int) -> int:
+        """Worker processes for the bar step. Fetching from the network waits on the source,
+        not on a core: a network source gets a worker per request slot plus one per core,
+        so every slot stays busy while some workers parse and write (the slots, a shared
+        semaphore, keep requests in flight at ``max_concurrent_requests``). A local source
+        needs no more workers than cores."""
+        if self.is_network_bound:
+            return self.max_concurrent_requests + cpu_workers
+        return min(cpu_workers, self.max_concurrent_requests)
+
+
+class ProcessingResource(dg.ConfigurableResource):
+    """How a run processes its symbols: isolated worker processes with bounded resources."""
+
+    workers: int = Field(
+        default=0,
+        description="worker processes per run, each with one DB connection; 0 = one per core",
+    )
+    symbol_timeout_seconds: float = Field(
+        default=300.0,
+        description="per-symbol budget: a symbol still running after this fails alone "
+        "(its worker is stopped and replaced)",
+    )
+    database_outage_seconds: float = Field(
+        default=60.0,
+        description="a symbol whose database connection is lost is retried for this long "
+        "(a server restart costs retries, not failed symbols); past it the run stops",
+    )
+    max_symbols_per_worker: int = Field(
+        default=200, description="a worker is replaced after this many symbols (bounds memory)"
+    )
+    start_method: str = Field(
+        default="fork",
+        description="how workers start: fork (fast) or forkserver (fresh interpreter)",
+    )
+    charts: bool = Field(
+        default=True,
+        description="attach a chart and the latest values to each feature materialization",
+    )
+    feature_set: str = Field(default="core", description="core | extended")
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else default_workers()
+
+
+def env_or(name: str, default):
+    """``EnvVar(name)`` when the variable is set (shown as such in the UI), else ``default``."""
+    if name not in os.environ:
+        return default
+    if isinstance(default, bool):
+        raise TypeError("boolean settings are not read from the environment")
+    if isinstance(default, int):
+        return dg.EnvVar.int(name)
+    if isinstance(default, float):
+        return float(os.environ[name])
+    return dg.EnvVar(name)
+
+
+class ModelingResource(dg.ConfigurableResource):
+    """The label, the split, the learner, the promotion rule and where models are kept."""
+
+    horizon_bars: int = Field(
+        default=1, description="label: does the close rise over the next N bars"
+    )
+    history_days: int = Field(default=365, description="days of feature rows in the dataset")
+    holdout_bars: int = Field(
+        default=140,
+        description="most recent hours held out to compare candidate and champion (~20 days)",
+    )
+    embargo_bars: int = Field(
+        default=0,
+        description="hours dropped before every validation cut; never fewer than the horizon",
+    )
+    folds: int = Field(default=3, description="walk-forward validation folds")
+    algorithm: str = Field(
+        default="lightgbm",
+        description="lightgbm | hist_gradient_boosting (scikit-learn's)",
+    )
+    iterations: int = Field(default=200, description="boosting rounds")
+    max_leaf_nodes: int = Field(default=31, description="leaves per tree")
+    learning_rate: float = Field(default=0.05)
+    seed: int = Field(default=7, description="random seed: the same data trains the same model")
+    primary_metric: str = Field(
+        default="roc_auc", description="what promotion compares: roc_auc | log_loss | accuracy | ic"
+    )
+    promotion_margin: float = Field(
+        default=0.002,
+        description="a candidate must beat the champion's primary metric by this much",
+    )
+    mlflow_tracking_uri: str = Field(
+        default="",
+        description="MLflow backend store (MLTRADING_MLFLOW_TRACKING_URI); empty: schema "
+        "mlflow of the application database",
+    )
+    home: str = Field(
+        default="", description="folder of the dataset and model artifacts (MLTRADING_HOME)"
+    )
+
+    @property
+    def embargo(self) -> int:
+        return max(self.embargo_bars, self.horizon_bars)
+
+    def folder(self) -> Path:
+        return (Path(self.home) if self.home else project_home()) / "models"
+
+    def dataset_path(self) -> Path:
+        return self.folder() / "training_dataset.parquet"
+
+    def settings(self) -> TrainingSettings:
+        return TrainingSettings(
+            algorithm=self.algorithm,
+            iterations=self.iterations,
+            max_leaf_nodes=self.max_leaf_nodes,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+        )
+
+    def registry(self, database_url: str):
+        """The MLflow registry (imported here: mlflow takes ~1 s to import)."""
+        from mltrading_assets.models.registry import ModelRegistry, tracking_uri_for
+
+        uri = self.mlflow_tracking_uri or tracking_uri_for(database_url)
+        return ModelRegistry(uri, self.folder() / "mlflow-artifacts")

@@ -1,0 +1,86 @@
+"""Schedules: on by default unless switched off, and on the market-hours clock (New York).
+
+Every tick covers all active symbols in a few ranged runs (not one run per symbol), with run
+keys derived from the tick, so a re-evaluated tick never launches twice.
+"""
+
+import os
+from collections.abc import Callable
+
+import dagster as dg
+import pandas as pd
+
+from mltrading_assets.lib.partitions import ActivePartitions, active_partitions
+from mltrading_assets.lib.ranged_runs import symbol_range_requests
+from mltrading_assets.names import RunTags
+from mltrading_assets.trading_calendar import NEW_YORK, market_hours_skip_reason
+
+Requests = dg.SkipReason | list[dg.RunRequest]
+
+
+def default_schedule_status() -> dg.DefaultScheduleStatus:
+    """RUNNING unless ``MLTRADING_SCHEDULES=off`` (a laptop that only wants the UI, the load
+    benchmark that plays ticks on its own clock). Only the default: a schedule turned on or
+    off in the UI stays so."""
+    if os.environ.get("MLTRADING_SCHEDULES", "on").lower() == "off":
+        return dg.DefaultScheduleStatus.STOPPED
+    return dg.DefaultScheduleStatus.RUNNING
+
+
+def market_hours_schedule(
+    *,
+    name: str,
+    job,
+    cron_schedule: str,
+    description: str,
+    requests: Callable[[dg.ScheduleEvaluationContext, pd.Timestamp], Requests],
+    resources: set[str] | None = None,
+) -> dg.ScheduleDefinition:
+    """A New York schedule whose ``requests`` get the tick in UTC; the tick itself decides
+    whether NYSE is open (holidays and early closes are not in a cron)."""
+
+    @dg.schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron_schedule,
+        execution_timezone=NEW_YORK,
+        default_status=default_schedule_status(),
+        description=description,
+        required_resource_keys=resources,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext, **_resources):
+        # Dagster passes the required resources as arguments too; ``requests`` reads them
+        # from the context.
+        return requests(context, pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC"))
+
+    return _schedule
+
+
+def tick_requests(partitions: ActivePartitions, tick: pd.Timestamp, prefix: str) -> Requests:
+    """Ranged run requests over the active symbols for the market hour ``tick``, tagged with
+    it; a reason to skip when NYSE is closed or there is nothing to do."""
+    reason = market_hours_skip_reason(tick)
+    if reason:
+        return dg.SkipReason(reason)
+    if not partitions.symbols:
+        return dg.SkipReason("no active symbols: add some with `mltrading symbols add`")
+    stamp = tick.isoformat()
+    return symbol_range_requests(
+        partitions.ordered, partitions.symbols, f"{prefix}:{stamp}", {RunTags.TICK: stamp}
+    )
+
+
+def active_symbols_schedule(
+    *, name: str, job, cron_schedule: str, description: str, run_key_prefix: str
+) -> dg.ScheduleDefinition:
+    """A market-hours schedule whose every tick covers all active symbols in ranged runs."""
+    return market_hours_schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron_schedule,
+        description=description,
+        requests=lambda context, tick: tick_requests(
+            active_partitions(context.instance, context.resources.database), tick, run_key_prefix
+        ),
+        resources={"database"},
+    )
