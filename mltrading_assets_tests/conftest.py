@@ -177,11 +177,12 @@ def free_port() -> int:
 def success_sensor_context(
     instance: dg.DagsterInstance, run: dg.DagsterRun, sensor: dg.RunStatusSensorDefinition
 ) -> dg.RunStatusSensorContext:
-    """What the daemon hands ``sensor`` once ``run`` has succeeded."""
+    """What the daemon hands ``sensor`` once ``run`` has succeeded (or failed)."""
     success = next(
         e.dagster_event
         for e in instance.all_logs(run.run_id)
-        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+        if e.dagster_event
+        and e.dagster_event.event_type_value in ("PIPELINE_SUCCESS", "PIPELINE_FAILURE")
     )
     return dg.build_run_status_sensor_context(
         sensor_name=sensor.name, dagster_instance=instance, dagster_run=run, dagster_event=success

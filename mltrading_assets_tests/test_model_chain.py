@@ -202,7 +202,7 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
         ).scalars()
         assert list(versions) == ["1"]
     # Under the daemon, features runs are followed by predictions for their symbols.
-    followed = predictions_after_features(
+    [followed] = predictions_after_features(
         success_sensor_context(instance, features_run, predictions_after_features)
     )
     assert followed.job_name == "model_predictions_job"

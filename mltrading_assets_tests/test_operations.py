@@ -256,3 +256,26 @@ def test_checks_of_every_symbol_from_a_run_without_partitions(instance, db, load
     assert run.status == dg.DagsterRunStatus.SUCCESS
     results = evaluations(instance, run.run_id)
     assert len(results) == 16 and all(results.values()), results
+
+
+def test_an_invalid_partition_costs_one_failed_run_and_leaves_no_planned_check(instance, db):
+    """A key added with the UI's "Add a partition" that is no symbol: its run fails saying
+    what was meant, withdraws the checks it planned (else they stay "Execution failed" as
+    every check's latest execution once the partition is gone), and nothing follows it."""
+    from mltrading_assets.defs.features.jobs import features_requests_after
+
+    register_partitions(instance, ["nflx"])
+    run = run_job(instance, materialize_market_data_job, {"dagster/partition": "nflx"})
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    [failure] = [
+        e.dagster_event.event_specific_data.error.message
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    ]
+    assert "invalid symbol 'nflx'" in failure and "did you mean NFLX?" in failure
+    storage = instance.event_log_storage
+    for check in MARKET_DATA_CHECKS:
+        key = dg.AssetCheckKey(market_data.key, check)
+        assert storage.get_asset_check_execution_history(key, limit=10) == []
+    # What features_after_failed_market_data would request for it (predictions alike).
+    assert features_requests_after(instance, run) == []

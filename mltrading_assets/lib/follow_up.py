@@ -11,7 +11,14 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from mltrading_assets.lib.ranged_runs import PARTITION_TAGS
+from mltrading_assets.lib.partitions import symbol_partitions
+from mltrading_assets.lib.ranged_runs import (
+    PARTITION_TAGS,
+    contiguous_ranges,
+    range_tags,
+    run_symbols,
+)
+from mltrading_assets.sources import is_valid_symbol
 
 AssetJob = dg.JobDefinition | UnresolvedAssetJobDefinition
 
@@ -26,19 +33,38 @@ def followed_already(instance: dg.DagsterInstance, run: dg.DagsterRun, tag: str)
     return bool(instance.get_run_ids(filters=dg.RunsFilter(tags={tag: run.run_id}), limit=1))
 
 
-def request_after(run: dg.DagsterRun, job_name: str, tag: str, key: str) -> dg.RunRequest:
-    """A run of ``job_name`` for the symbols of ``run`` (its partition or partition range)."""
-    partition_tags = {k: v for k, v in run.tags.items() if k in PARTITION_TAGS}
-    return dg.RunRequest(
-        run_key=f"{key}-after:{run.run_id}",
-        job_name=job_name,
-        tags={**partition_tags, tag: run.run_id},
-    )
+def requests_after(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, job_name: str, tag: str, key: str
+) -> list[dg.RunRequest]:
+    """Runs of ``job_name`` for the symbols of ``run`` (its partition or partition range)
+    that are valid symbols and still partitions: a key added in the UI that is no symbol
+    fails its own run once, and nothing follows it."""
+    ordered = instance.get_dynamic_partitions(symbol_partitions.name)
+    covered = run_symbols(run, ordered)
+    partitions = set(ordered)
+    kept = [s for s in covered if s in partitions and is_valid_symbol(s)]
+    if kept and kept == covered:
+        partition_tags = {k: v for k, v in run.tags.items() if k in PARTITION_TAGS}
+        return [
+            dg.RunRequest(
+                run_key=f"{key}-after:{run.run_id}",
+                job_name=job_name,
+                tags={**partition_tags, tag: run.run_id},
+            )
+        ]
+    return [
+        dg.RunRequest(
+            run_key=f"{key}-after:{run.run_id}:{first}..{last}",
+            job_name=job_name,
+            tags={**range_tags(first, last), tag: run.run_id},
+        )
+        for first, last in contiguous_ranges(ordered, kept)
+    ]
 
 
 def follow_up_sensors(
     job: AssetJob,
-    follow: Callable[[dg.RunStatusSensorContext], dg.RunRequest | dg.SkipReason],
+    follow: Callable[[dg.RunStatusSensorContext], list[dg.RunRequest] | dg.SkipReason],
     on_success: tuple[str, str],
     on_failure: tuple[str, str],
 ) -> tuple[dg.RunStatusSensorDefinition, dg.RunStatusSensorDefinition]:

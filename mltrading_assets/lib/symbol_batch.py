@@ -12,8 +12,14 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+from dagster._core.storage.tags import (  # Dagster's own tag names (1.13.27)
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 from mltrading_assets.lib.batched_events import MaterializationBatches
+from mltrading_assets.lib.check_executions import withdraw_planned_checks
 from mltrading_assets.lib.dead_runs import tag_run_process
 from mltrading_assets.lib.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.names import MetadataKeys
@@ -51,20 +57,52 @@ def _metadata(details: dict[str, Any]) -> dict[str, Any]:
 
 def checked_partition_symbols(context: dg.AssetExecutionContext) -> list[str]:
     """The run's symbols, refusing an empty range and keys that are not valid symbols."""
-    symbols = list(context.partition_keys)
+    try:
+        symbols = list(context.partition_keys)
+    except dg.DagsterInvalidInvocationError:
+        # The run's partition was deleted after it was launched (Dagster then cannot resolve
+        # the range): judge the key the run names, so the failure says what was wrong.
+        symbols = _named_partition(context)
     if not symbols:
         # A reversed partition range resolves to zero keys without complaint.
         raise dg.Failure("this run selected no symbol partitions (empty or reversed range)")
     # Dagster does not validate partition keys logged with materializations: we do.
-    bad = []
+    bad: dict[str, str] = {}
     for symbol in symbols:
         try:
             validate_symbol(symbol)
         except InvalidSymbolError as exc:
-            bad.append(str(exc))
+            bad[symbol] = str(exc)
     if bad:
-        raise dg.Failure("invalid symbol partitions: " + "; ".join(bad), allow_retries=False)
+        # Their checks cannot run either: no planned execution may outlive the partition.
+        withdraw_planned_checks(context.instance, context.run_id, list(bad))
+        raise dg.Failure(
+            "invalid symbol partitions (symbol_universe_sensor removes them within a minute): "
+            + "; ".join(bad.values()),
+            allow_retries=False,
+        )
     return symbols
+
+
+def _named_partition(context: dg.AssetExecutionContext) -> list[str]:
+    tags = context.run.tags
+    first, last = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    key = tags.get(PARTITION_NAME_TAG) or (first if first == last else None)
+    if key is None:
+        raise dg.Failure(
+            f"partitions of this run's range {first}..{last} were removed after it was "
+            "launched; launch it again for the symbols that remain",
+            allow_retries=False,
+        )
+    try:
+        validate_symbol(key)
+    except InvalidSymbolError:
+        return [key]  # the caller says why
+    raise dg.Failure(
+        f"partition {key} was removed after this run was launched (`mltrading symbols add "
+        f"{key}` adds it back)",
+        allow_retries=False,
+    )
 
 
 def process_symbols(

@@ -11,7 +11,7 @@ from mltrading_assets.sources.errors import (
     SymbolNotFoundError,
     TransientSourceError,
 )
-from mltrading_assets.sources.symbols import normalize_symbols, validate_symbol
+from mltrading_assets.sources.symbols import is_valid_symbol, normalize_symbols, validate_symbol
 from mltrading_assets.sources.synthetic import SyntheticSource
 from mltrading_assets.sources.yahoo import YahooSource
 
@@ -26,6 +26,7 @@ __all__ = [
     "TransientSourceError",
     "YahooSource",
     "build_source",
+    "is_valid_symbol",
     "normalize_symbols",
     "validate_symbol",
 ]

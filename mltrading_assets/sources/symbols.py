@@ -20,8 +20,27 @@ def validate_symbol(symbol: str) -> str:
             f"invalid symbol {symbol!r}: use 1-15 characters of A-Z, 0-9, '.', '-', '^', '=' "
             "with at least one letter or digit "
             "(upper case, as Yahoo Finance writes tickers, e.g. AAPL, BRK-B, ^GSPC)"
+            + _suggestion(symbol)
         )
     return symbol
+
+
+def is_valid_symbol(symbol: str) -> bool:
+    try:
+        validate_symbol(symbol)
+    except InvalidSymbolError:
+        return False
+    return True
+
+
+def _suggestion(symbol: object) -> str:
+    """ " (did you mean NFLX?)" when the upper-cased, stripped name is a valid symbol."""
+    if not isinstance(symbol, str):
+        return ""
+    guess = symbol.strip().upper()
+    if guess == symbol or not _SYMBOL.fullmatch(guess) or not any(c.isalnum() for c in guess):
+        return ""
+    return f"; did you mean {guess}?"
 
 
 def normalize_symbols(symbols: list[str]) -> list[str]:

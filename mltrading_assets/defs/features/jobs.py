@@ -1,7 +1,7 @@
 import dagster as dg
 
 from mltrading_assets.defs.features.assets import feature_engineered_data
-from mltrading_assets.lib.follow_up import request_after
+from mltrading_assets.lib.follow_up import requests_after
 from mltrading_assets.lib.ranged_runs import MAX_RUNTIME_TAGS
 from mltrading_assets.names import RunTags
 
@@ -13,6 +13,8 @@ features_job = dg.define_asset_job(
 )
 
 
-def features_request_after(run: dg.DagsterRun) -> dg.RunRequest:
-    """The features run for the symbols of the bars run ``run``."""
-    return request_after(run, features_job.name, RunTags.FEATURES_AFTER, "features")
+def features_requests_after(
+    instance: dg.DagsterInstance, run: dg.DagsterRun
+) -> list[dg.RunRequest]:
+    """The features run(s) for the symbols of the bars run ``run``."""
+    return requests_after(instance, run, features_job.name, RunTags.FEATURES_AFTER, "features")

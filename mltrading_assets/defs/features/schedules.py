@@ -5,7 +5,7 @@ finish (sensors.py), so features never compute on bars still being written."""
 import dagster as dg
 import pandas as pd
 
-from mltrading_assets.defs.features.jobs import features_job, features_request_after
+from mltrading_assets.defs.features.jobs import features_job, features_requests_after
 from mltrading_assets.defs.market_data.jobs import market_data_job
 from mltrading_assets.lib.follow_up import followed_already
 from mltrading_assets.lib.schedules import Requests, market_hours_schedule
@@ -26,9 +26,10 @@ def features_requests(instance: dg.DagsterInstance, tick: pd.Timestamp) -> Reque
         return dg.SkipReason(f"no market_data runs for the {stamp} tick")
     finished = [run for run in data_runs if run.is_finished]
     requests = [
-        features_request_after(run)
+        request
         for run in finished
         if not followed_already(instance, run, RunTags.FEATURES_AFTER)
+        for request in features_requests_after(instance, run)
     ]
     if not requests:
         waiting = len(data_runs) - len(finished)

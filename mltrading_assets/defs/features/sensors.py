@@ -9,7 +9,7 @@ and works the same for scheduled runs, backfills and runs launched from the UI.
 import dagster as dg
 
 from mltrading_assets.defs.features.assets import feature_engineered_data
-from mltrading_assets.defs.features.jobs import features_job, features_request_after
+from mltrading_assets.defs.features.jobs import features_job, features_requests_after
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.market_data.jobs import market_data_job
 from mltrading_assets.lib.follow_up import follow_up_sensors, followed_already, materialized_by
@@ -26,7 +26,9 @@ def _follow(context: dg.RunStatusSensorContext):
         return dg.SkipReason(f"run {run.run_id} computed the features itself")
     if followed_already(context.instance, run, RunTags.FEATURES_AFTER):
         return dg.SkipReason(f"features for run {run.run_id} were already requested")
-    return features_request_after(run)
+    return features_requests_after(context.instance, run) or dg.SkipReason(
+        f"run {run.run_id} covered no valid symbol partition"
+    )
 
 
 features_after_market_data, features_after_failed_market_data = follow_up_sensors(

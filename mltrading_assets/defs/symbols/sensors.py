@@ -28,14 +28,20 @@ _IN_FLIGHT = [
 ]
 
 
-def symbols_in_flight(context: dg.SensorEvaluationContext, ordered: list[str]) -> set[str]:
-    """Symbols whose bars a run or an asset backfill not yet finished is about to load: a UI
-    backfill launched right after `symbols add` must not load them a second time."""
+def symbols_in_flight(
+    context: dg.SensorEvaluationContext, ordered: list[str]
+) -> tuple[set[str], set[str]]:
+    """Symbols of runs not yet finished: those whose bars a run or an asset backfill is about
+    to load (a UI backfill launched right after `symbols add` must not load them a second
+    time), and those any run covers (a partition is not removed under its run)."""
     instance = context.instance
     busy: set[str] = set()
+    covered: set[str] = set()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT)):
+        symbols = run_symbols(run, ordered)
+        covered.update(symbols)
         if materialized_by(run, market_data_job, market_data.key):
-            busy.update(run_symbols(run, ordered))
+            busy.update(symbols)
     # A backfill's runs appear a daemon tick after it is requested; its target is read from
     # Dagster's backfill data (internal API of 1.13.27, pinned by
     # test_universe_sensor_leaves_symbols_a_backfill_loads_to_it).
@@ -49,7 +55,7 @@ def symbols_in_flight(context: dg.SensorEvaluationContext, ordered: list[str]) -
         subset = data.get_target_partitions_subset(market_data.key)
         if subset is not None:
             busy.update(subset.get_partition_keys())
-    return busy
+    return busy, covered
 
 
 def universe_result(
@@ -103,14 +109,19 @@ def symbol_universe_sensor(context: dg.SensorEvaluationContext, database: Postgr
         changed = symbols_changed_since(conn, cursor)
     for symbol in adopted:
         context.log.info(f"partition {symbol} was added in the UI: now an active symbol")
-    for problem in invalid.values():
-        context.log.warning(f"removed partition {problem}")
-    result = universe_result(
-        context.instance, changed, cursor, symbols_in_flight(context, partitions)
-    )
-    if not invalid:
+    loading, covered = symbols_in_flight(context, partitions)
+    # Removed once no run uses it: a run whose partition vanished under it fails with
+    # Dagster's "not a valid range" instead of the reason.
+    removable = {name: why for name, why in invalid.items() if name not in covered}
+    for name, problem in invalid.items():
+        if name in removable:
+            context.log.warning(f"removed partition {problem}")
+        else:
+            context.log.warning(f"partition {name!r} is removed once its run ends: {problem}")
+    result = universe_result(context.instance, changed, cursor, loading)
+    if not removable:
         return result
-    removal = symbol_partitions.build_delete_request(list(invalid))
+    removal = symbol_partitions.build_delete_request(list(removable))
     if isinstance(result, dg.SkipReason):
         return dg.SensorResult(skip_reason=result, dynamic_partitions_requests=[removal])
     result.dynamic_partitions_requests.append(removal)
@@ -130,7 +141,6 @@ def adopt_ui_partitions(
         try:
             valid.append(validate_symbol(name))
         except InvalidSymbolError as exc:
-            hint = f" (did you mean {name.strip().upper()}?)" if name != name.upper() else ""
-            invalid[name] = f"{exc}{hint}"
+            invalid[name] = str(exc)
     add_symbols(conn, valid)
     return valid, invalid
