@@ -142,3 +142,17 @@ def test_the_engine_imports_without_dagster():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_training_launchpad_holds_every_modeling_setting(monkeypatch):
+    # model_training_job opens its launchpad with this: every setting (a partial resource
+    # config would reset the others to their defaults), a variable's setting as {"env": ...}.
+    from mltrading_assets.defs.models.resources import modeling_resource
+    from mltrading_assets.lib.resources import ModelingResource, as_run_config
+
+    monkeypatch.setenv("MLTRADING_MODEL_HORIZON_BARS", "3")
+    monkeypatch.delenv("MLTRADING_MODEL_ALGORITHM", raising=False)
+    config = as_run_config(modeling_resource())
+    assert set(config) == set(ModelingResource.model_fields)
+    assert config["horizon_bars"] == {"env": "MLTRADING_MODEL_HORIZON_BARS"}
+    assert config["algorithm"] == "lightgbm"

@@ -140,7 +140,7 @@ def test_features_follow_a_finished_data_run_exactly_once(instance, universe):
     [data_run] = materialize(instance, "market_data", ["AAPL", "MSFT"], run_config=run_config())
     run = instance.get_run_by_id(data_run.run_id)
     context = success_sensor_context(instance, run, features_after_market_data)
-    request = features_after_market_data(context)
+    [request] = features_after_market_data(context)
     assert request.job_name == "features_job"
     assert request.tags["dagster/asset_partition_range_start"] == "AAPL"
     assert request.tags["dagster/asset_partition_range_end"] == "MSFT"
@@ -286,3 +286,25 @@ def test_universe_sensor_leaves_symbols_a_backfill_loads_to_it(instance, db, dat
         load.tags["dagster/asset_partition_range_start"],
         load.tags["dagster/asset_partition_range_end"],
     ) == ("IBM", "IBM")
+
+
+def test_a_promotion_by_a_run_that_also_predicts_is_not_followed_by_a_second_prediction(
+    instance,
+):
+    """A "Materialize all" of the models moves the champion and predicts in the same run (or
+    backfill): predictions_after_promotion must not predict every symbol again after it."""
+    from mltrading_assets.definitions import defs
+    from mltrading_assets.defs.models.assets import champion_model, model_predictions
+    from mltrading_assets.defs.models.sensors import promoter_predicts
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    promote = {"ops": {"champion_model": {"config": {"promote": True}}}}
+    both = instance.create_run_for_job(
+        job_def=job, asset_selection={champion_model.key, model_predictions.key}, run_config=promote
+    )
+    alone = instance.create_run_for_job(
+        job_def=job, asset_selection={champion_model.key}, run_config=promote
+    )
+    assert promoter_predicts(instance, both.run_id)
+    assert not promoter_predicts(instance, alone.run_id)
+    assert not promoter_predicts(instance, "")  # by hand: `mltrading models promote`

@@ -141,6 +141,16 @@ class ProcessingResource(dg.ConfigurableResource):
         return self.workers if self.workers > 0 else default_workers()
 
 
+def as_run_config(resource: dg.ConfigurableResource) -> dict[str, Any]:
+    """Every setting of ``resource`` as run config, a setting bound to an environment
+    variable as ``{"env": NAME}``: a launchpad prefilled with it shows every setting, and a
+    run that changes one keeps the others (run config replaces a resource's configuration
+    whole, so a partial one would reset the rest to their defaults). Built by Dagster's own
+    conversion (internal in dagster 1.13.27; pinned by
+    test_the_training_launchpad_holds_every_modeling_setting)."""
+    return resource._convert_to_config_dictionary()  # noqa: SLF001
+
+
 def env_or(name: str, default):
     """``EnvVar(name)`` when the variable is set (shown as such in the UI), else ``default``."""
     if name not in os.environ:

@@ -6,6 +6,7 @@ import json
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from mltrading_assets.db.model_rows import (
     load_training_rows,
@@ -264,6 +265,15 @@ def model_evaluation(
     )
 
 
+class PromotionConfig(dg.Config):
+    """Whether this run may move the champion. Required, so that no "Materialize all" of
+    the whole lineage trains and promotes a model by surprise: Dagster asks for it first."""
+
+    promote: bool = Field(
+        description="move the champion alias to the candidate when promotion_gate passes"
+    )
+
+
 def _x(rows: pd.DataFrame, version) -> pd.DataFrame:
     return rows[version.tags["features"].split(",")]
 
@@ -274,13 +284,21 @@ def _x(rows: pd.DataFrame, version) -> pd.DataFrame:
     kinds={"mlflow"},
     description=(
         "The live model: the MLflow alias `champion`, moved to the challenger only when the "
-        "blocking check promotion_gate passed in the same run."
+        "blocking check promotion_gate passed in the same run. Retrain and promote with "
+        "model_training_job; materialized any other way, it asks whether to promote."
     ),
+    output_required=False,
     **COMMON,
 )
 def champion_model(
-    context: dg.AssetExecutionContext, database: PostgresResource, modeling: ModelingResource
-) -> dg.MaterializeResult:
+    context: dg.AssetExecutionContext,
+    config: PromotionConfig,
+    database: PostgresResource,
+    modeling: ModelingResource,
+):
+    if not config.promote:
+        context.log.info("promote is false: the champion stays as it is")
+        return
     evaluated = latest_metadata(context.instance, model_evaluation.key)
     decision = promotion_decision(evaluated, modeling)
     if not decision.promote:  # the gate blocks this step; a rerun from the UI must not skip it
@@ -300,7 +318,7 @@ def champion_model(
             )
     context.log.info(f"champion: version {version} ({decision.reason})")
     scores = dict(evaluated[MetadataKeys.SCORES])
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "model_version": version,
             "replaced_version": replaced,
