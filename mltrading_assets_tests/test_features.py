@@ -231,3 +231,17 @@ def test_the_feature_reference_defines_every_column_and_is_up_to_date():
 
     assert set(DEFINITIONS) == set(ALL_FEATURE_COLUMNS)
     assert REFERENCE_FILE.read_text() == render()
+
+
+def test_chart_axes_are_labelled_with_round_numbers():
+    # The chart's price and MACD scales are read by eye: round steps, printed alike.
+    from mltrading_assets.charts.feature_chart import nice_ticks
+
+    def labels(low: float, high: float, count: int) -> list[str]:
+        values, decimals = nice_ticks(low, high, count)
+        return [f"{v + 0.0:.{decimals}f}" for v in values]
+
+    assert labels(99.84, 103.3, 5) == ["100", "101", "102", "103"]
+    assert labels(1500, 1720, 5) == ["1500", "1550", "1600", "1650", "1700"]
+    assert labels(-0.213, 0.41, 3) == ["0.00", "0.25"]
+    assert labels(0.00012, 0.00031, 5) == ["0.00015", "0.00020", "0.00025", "0.00030"]

@@ -20,7 +20,8 @@ _PALETTE = {"white": 0, "band": 1, "close": 2, "signal": 3, "grey": 4}
 _RGB = [255, 255, 255, 207, 226, 243, 31, 78, 121, 230, 145, 56, 110, 110, 110]
 # Sized for the UI's markdown dialog: readable without zooming.
 WIDTH, TOP_HEIGHT, BOTTOM_HEIGHT = 760, 260, 110
-LEFT, RIGHT, TITLE, GAP, AXIS = 64, 12, 18, 26, 16
+LEFT, RIGHT, TITLE, GAP, AXIS = 64, 12, 22, 30, 20
+FONT_SIZE = 13
 DATE_TICKS = 6
 LATEST_COLUMNS = [
     "close",
@@ -50,9 +51,26 @@ def _line(draw: ImageDraw.ImageDraw, xs: np.ndarray, ys: np.ndarray, color: int)
 
 
 @lru_cache(maxsize=1)
-def _font() -> ImageFont.ImageFont:
-    # Pillow's bitmap font: the default TrueType one took a third of the chart's time.
-    return ImageFont.load_default_imagefont()
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # Pillow's own TrueType font at a size the UI's dialog shows legibly (its 10 px bitmap
+    # font was too small to read); loaded once per process.
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def nice_ticks(low: float, high: float, count: int) -> tuple[np.ndarray, int]:
+    """About ``count`` round axis values within [low, high] (steps of 1, 2, 2.5 or 5 times a
+    power of ten) and the decimals that print them all alike: 99.5, 100.0, 100.5, not
+    99.84, 103.3."""
+    span = high - low
+    if not np.isfinite(span) or span <= 0:
+        return np.array([low]), 2
+    raw = span / count
+    power = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = np.ceil(low / step) * step
+    values = np.arange(first, high + step * 1e-9, step)
+    decimals = max(0, -int(np.floor(np.log10(step))) + (1 if step / power == 2.5 else 0))
+    return values, decimals
 
 
 def _panel(
@@ -60,10 +78,12 @@ def _panel(
 ) -> None:
     """Frame, horizontal grid lines and value labels on the left axis."""
     draw.rectangle([LEFT, top, WIDTH - RIGHT, top + height], outline=_PALETTE["grey"])
-    for value in np.linspace(low, high, ticks):
+    values, decimals = nice_ticks(low, high, ticks)
+    for value in values:
         y = float(_scale(np.array([value]), low, high, top, height)[0])
         draw.line([(LEFT - 4, y), (LEFT, y)], fill=_PALETTE["grey"])
-        draw.text((4, y - 5), f"{value:.4g}", fill=_PALETTE["grey"], font=_font())
+        label = f"{value + 0.0:.{decimals}f}"  # + 0.0: no "-0.00"
+        draw.text((LEFT - 6, y), label, fill=_PALETTE["grey"], font=_font(), anchor="rm")
 
 
 def feature_chart_png(bars: pd.DataFrame, features: pd.DataFrame, symbol: str) -> bytes:
@@ -92,7 +112,7 @@ def feature_chart_png(bars: pd.DataFrame, features: pd.DataFrame, symbol: str) -
     _panel(draw, top, TOP_HEIGHT, low, high, ticks=5)
     _line(draw, xs, _scale(close, low, high, top, TOP_HEIGHT), _PALETTE["close"])
     draw.text(
-        (LEFT, 3),
+        (LEFT, 2),
         f"{symbol}  close {close[-1]:.4g} (blue) in Bollinger bands (20, 2; shaded), "
         f"last bar {stamps[-1]:%Y-%m-%d %H:%M} New York",
         fill=_PALETTE["close"],
@@ -101,7 +121,7 @@ def feature_chart_png(bars: pd.DataFrame, features: pd.DataFrame, symbol: str) -
 
     bottom = top + TOP_HEIGHT + GAP
     draw.text(
-        (LEFT, bottom - 14),
+        (LEFT, bottom - 18),
         "MACD (12, 26; blue) and signal (9; orange)",
         fill=_PALETTE["grey"],
         font=_font(),
