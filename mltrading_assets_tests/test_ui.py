@@ -37,6 +37,10 @@ if not Path(CHROMIUM).exists():
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
+# Pages of a busy 2-core machine (CI: the daemon, the code server and runs share it) can take
+# longer than Playwright's 5 s to show what a test waits for.
+expect.set_options(timeout=20_000)
+
 
 class UI:
     """`mltrading ui` on the embedded server of a fresh MLTRADING_HOME."""
@@ -72,14 +76,22 @@ class UI:
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return run_cli(self.env, *args)
 
-    def python(self, code: str) -> None:
-        """Run ``code`` against this UI's instance (the user's own Python, say)."""
+    def python(self, code: str) -> str:
+        """Run ``code`` against this UI's instance (the user's own Python, say); its output."""
         env = {
             **self.env,
             "MLTRADING_DATABASE_URL": self.url,
             "DAGSTER_HOME": str(self.home / "dagster_home"),
         }
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            check=True,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout
 
     def sql(self, statement: str, **params) -> list[tuple]:
         engine = sa.create_engine(self.url)
@@ -118,6 +130,17 @@ class UI:
             results[(data["check_name"], data["partition"])] = data["success"]
         return results
 
+    def latest_metadata(self, asset: str) -> dict:
+        """The metadata values of ``asset``'s latest materialization, as the UI shows them."""
+        code = (
+            "import json, dagster as dg\n"
+            "with dg.DagsterInstance.get() as i:\n"
+            f"    e = i.get_latest_materialization_event(dg.AssetKey({asset!r}))\n"
+            "    m = e.asset_materialization.metadata\n"
+            "    print(json.dumps({k: v.value for k, v in m.items()}, default=str))\n"
+        )
+        return json.loads(self.python(code).splitlines()[-1])
+
     def finished_run(self, job: str) -> tuple[str, str]:
         """Wait for the newest run of ``job`` to end; its id and status."""
 
@@ -131,6 +154,16 @@ class UI:
 
         self.wait_until(f"a run of {job} ended", lambda: newest()[1] in ("SUCCESS", "FAILURE"))
         return newest()
+
+    def runs_of_partition(self, partition: str) -> list[tuple]:
+        """(run id, status) of every run over ``partition``, alone or as a range's end."""
+        return self.sql(
+            "SELECT DISTINCT r.run_id, r.status, r.create_timestamp FROM dagster.runs r "
+            "JOIN dagster.run_tags t ON t.run_id = r.run_id WHERE t.value = :p AND t.key IN "
+            "('dagster/partition', 'dagster/asset_partition_range_start', "
+            "'dagster/asset_partition_range_end') ORDER BY r.create_timestamp",
+            p=partition,
+        )
 
     def runs(self) -> list[tuple]:
         return self.sql("SELECT run_id, status FROM dagster.runs ORDER BY create_timestamp")
@@ -253,7 +286,7 @@ def test_materialize_one_partition_from_the_asset_page(ui, page):
     page.steps.shot("one-partition-chosen")
     dialog.get_by_role("button", name="Launch 1 run").click()
     ui.wait_until("UIA's bars are materialized", lambda: "UIA" in ui.materialized("market_data"))
-    ui.wait_until("the run ended", lambda: all(s != "STARTED" for _, s in ui.runs()))
+    ui.wait_until("the run ended", lambda: ui.runs()[0][1] in ("SUCCESS", "FAILURE"))
     assert [status for _, status in ui.runs()][:1] == ["SUCCESS"]
     # The asset's checks ran with it, for UIA (they used to be SKIPPED).
     [(run_id, _)] = ui.runs()[:1]
@@ -342,12 +375,75 @@ def test_run_checks_for_a_chosen_symbol_and_see_its_result(ui, page):
     page.steps.shot("check-result")
 
 
+def test_an_invalid_partition_costs_one_failed_run_and_the_checks_tab_agrees(ui, page):
+    open_page(page, ui, "/assets/market_data")
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_role("button", name="Custom").click()
+    dialog.get_by_text("Add a partition").click()
+    page.get_by_placeholder("name").fill("nflx")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_timeout(1000)
+    if dialog.locator('[data-tooltip="nflx"]').count() == 0:
+        dialog.get_by_text("Select a partition or create one").click()
+        page.get_by_role("menuitem", name="nflx", exact=True).click()
+        dialog.get_by_text("Launch runs to materialize market_data").click()  # close the list
+    for symbol in UI_SYMBOLS:
+        chosen = dialog.locator(f'[data-tooltip="{symbol}"]')
+        if chosen.count():
+            chosen.get_by_role("img", name="close").click()
+    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    page.steps.shot("invalid-partition-chosen")
+    dialog.get_by_role("button", name="Launch 1 run").click()
+
+    ui.wait_until(
+        "nflx's run ended",
+        lambda: [s for _, s, _ in ui.runs_of_partition("nflx")] in (["FAILURE"], ["SUCCESS"]),
+    )
+    [(run_id, status, _)] = ui.runs_of_partition("nflx")
+    assert status == "FAILURE"
+    open_page(page, ui, f"/runs/{run_id}")
+    expect(page.get_by_text("did you mean NFLX?").first).to_be_visible()
+    page.steps.shot("failure-says-why")
+    ui.wait_until(
+        "the universe sensor removed the partition",
+        lambda: (
+            ui.sql("SELECT count(*) FROM dagster.dynamic_partitions WHERE partition = 'nflx'")
+            == [(0,)]
+        ),
+        timeout=90,
+    )
+    time.sleep(15)  # the follow-up sensors (every 10 s) would have started features by now
+    assert [r for r, _, _ in ui.runs_of_partition("nflx")] == [run_id]  # nothing followed it
+    # No planned check execution outlived the partition: the latest one is a real symbol's.
+    open_page(page, ui, "/assets/market_data?view=checks")
+    expect(page.get_by_text("Latest execution").first).to_be_visible()
+    latest = page.inner_text("body").split("Latest execution")[1].split("Plots")[0]
+    assert "Execution failed" not in latest and "Passed" in latest, latest
+    page.steps.shot("checks-tab-agrees")
+
+
 def test_retrain_from_the_ui_and_see_why_the_model_was_or_was_not_promoted(ui, page):
-    open_page(page, ui, "/locations/mltrading_assets/jobs/model_training_job/playground")
-    page.steps.shot("launchpad")
-    page.get_by_role("button", name="Launch Run").click()
+    # As the README says: the job's page, the arrow beside "Materialize all", the launchpad.
+    open_page(page, ui, "/locations/mltrading_assets/jobs/model_training_job")
+    page.get_by_role("button", name="Materialize all").wait_for()
+    page.locator("button:right-of(:text('Materialize all'))").first.click()
+    page.get_by_role("menuitem", name="Open launchpad").click()
+    editor = page.locator(".CodeMirror.cm-s-config-editor")
+    expect(editor.get_by_text("promote")).to_be_visible()
+    expect(editor.get_by_text("horizon_bars")).to_be_visible()
+    page.steps.shot("launchpad-with-settings")
+    # This run predicts two bars ahead instead of the configured one.
+    editor.get_by_text("horizon_bars").click()
+    page.keyboard.press("End")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("2")
+    expect(editor).to_contain_text("horizon_bars: 2")
+    page.steps.shot("horizon-changed")
+    page.get_by_role("dialog").get_by_role("button", name=re.compile(r"Materialize$")).click()
 
     _, status = ui.finished_run("model_training_job")
+    assert ui.latest_metadata("training_dataset")["horizon_bars"] == 2
     # Synthetic bars are random walks: whether the first model beats the baselines is up to
     # chance, and either way the gate says why, on the evaluation's Checks tab.
     open_page(page, ui, "/assets/model_evaluation?view=checks")
@@ -362,8 +458,22 @@ def test_retrain_from_the_ui_and_see_why_the_model_was_or_was_not_promoted(ui, p
     page.steps.shot("evaluation")
 
 
+def test_materialize_all_on_the_global_lineage_asks_before_it_trains(ui, page):
+    before = ui.runs()
+    open_page(page, ui, "/asset-groups")
+    page.get_by_role("button", name="Materialize all").first.click()
+    launchpad = page.get_by_role("dialog").filter(has_text="Launchpad")
+    expect(launchpad.get_by_text('Missing required config entry "champion_model"')).to_be_visible()
+    expect(launchpad.get_by_role("button", name=re.compile(r"Materialize$"))).to_be_disabled()
+    page.steps.shot("asks-for-promote")
+    page.keyboard.press("Escape")
+    time.sleep(3)
+    assert ui.runs() == before
+
+
 def test_a_symbol_added_from_the_cli_is_loaded_once(ui, page):
-    ui.cli("symbols", "add", "UID")
+    added = ui.cli("symbols", "add", "UID")
+    assert "no backfill needed" in added.stdout
     ui.wait_until(
         "UID's bars and features are in",
         lambda: "UID" in ui.materialized("feature_engineered_data"),

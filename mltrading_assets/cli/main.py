@@ -170,7 +170,8 @@ def symbols_add(names: tuple[str, ...]) -> None:
     )
     click.echo(
         "with `mltrading ui` running, symbol_universe_sensor loads their history within a "
-        f"minute (a UI backfill would load them twice); without it: {load}"
+        "minute, no backfill needed (it leaves to a UI backfill launched before it any "
+        f"symbol that backfill loads); without it: {load}"
     )
 
 
