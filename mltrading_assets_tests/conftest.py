@@ -28,8 +28,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Faults on purpose (workers/fault_injection.py) for runs executed in this process: the
 # executor's fork server keeps the environment it started with, so the variable is set
 # before any run, once, to a file that each test writes its faults into (`inject_faults`).
-FAULTS_FILE = Path(tempfile.mkdtemp(prefix="mltrading-faults-")) / "faults"
-os.environ[fault_injection.ENVIRONMENT_VARIABLE] = str(FAULTS_FILE)
+# A step process that imports this module (a job defined in a test module) keeps the file.
+if fault_injection.ENVIRONMENT_VARIABLE not in os.environ:
+    os.environ[fault_injection.ENVIRONMENT_VARIABLE] = str(
+        Path(tempfile.mkdtemp(prefix="mltrading-faults-")) / "faults"
+    )
+FAULTS_FILE = Path(os.environ[fault_injection.ENVIRONMENT_VARIABLE])
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 

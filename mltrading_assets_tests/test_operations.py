@@ -279,3 +279,17 @@ def test_an_invalid_partition_costs_one_failed_run_and_leaves_no_planned_check(i
         assert storage.get_asset_check_execution_history(key, limit=10) == []
     # What features_after_failed_market_data would request for it (predictions alike).
     assert features_requests_after(instance, run) == []
+
+
+def test_a_failed_ui_materialization_leaves_no_check_execution_planned(
+    instance, db, loaded, inject_faults
+):
+    # Its checks do not run when the asset step fails: planned executions left behind showed
+    # as every check's latest execution, "Execution failed", while the list said Succeeded.
+    inject_faults("GOOD=raise")
+    run = run_job(instance, materialize_market_data_job, {"dagster/partition": "GOOD"})
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    for check in MARKET_DATA_CHECKS:
+        key = dg.AssetCheckKey(market_data.key, check)
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+        assert run.run_id not in {record.run_id for record in history}

@@ -261,6 +261,31 @@ def open_page(page: Page, ui: UI, path: str) -> None:
         skip.click(timeout=3000)
 
 
+def launch_one_partition(page: Page, symbol: str, shot: str, add: bool = False) -> None:
+    """On an asset page: Materialize…, only ``symbol`` (first added with "Add a partition"
+    when ``add``), Launch."""
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_role("button", name="Custom").click()
+    if add:
+        dialog.get_by_text("Add a partition").click()
+        page.get_by_placeholder("name").fill(symbol)
+        page.get_by_role("button", name="Save").click()
+    # The custom selection opens empty or with every partition (it varies): make it one.
+    page.wait_for_timeout(1000)
+    if dialog.locator(f'[data-tooltip="{symbol}"]').count() == 0:
+        dialog.get_by_text("Select a partition or create one").click()
+        page.get_by_role("menuitem", name=symbol, exact=True).click()
+        dialog.get_by_text("Launch runs to materialize").first.click()  # close the list
+    for other in UI_SYMBOLS:
+        chosen = dialog.locator(f'[data-tooltip="{other}"]')
+        if other != symbol and chosen.count():
+            chosen.get_by_role("img", name="close").click()
+    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    page.steps.shot(shot)
+    dialog.get_by_role("button", name="Launch 1 run").click()
+
+
 def test_materialize_one_partition_from_the_asset_page(ui, page):
     ui.python(
         "import dagster as dg\n"
@@ -269,22 +294,7 @@ def test_materialize_one_partition_from_the_asset_page(ui, page):
     )
     open_page(page, ui, "/assets/market_data")
     page.steps.shot("asset-page")
-    page.get_by_role("button", name="Materialize…").click()
-    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
-    # The custom selection opens empty or with every partition (it varies): make it UIA.
-    dialog.get_by_role("button", name="Custom").click()
-    page.wait_for_timeout(1000)
-    if dialog.locator('[data-tooltip="UIA"]').count() == 0:
-        dialog.get_by_text("Select a partition or create one").click()
-        page.get_by_role("menuitem", name="UIA", exact=True).click()
-        dialog.get_by_text("Launch runs to materialize market_data").click()  # close the list
-    for symbol in UI_SYMBOLS[1:]:
-        chosen = dialog.locator(f'[data-tooltip="{symbol}"]')
-        if chosen.count():
-            chosen.get_by_role("img", name="close").click()
-    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
-    page.steps.shot("one-partition-chosen")
-    dialog.get_by_role("button", name="Launch 1 run").click()
+    launch_one_partition(page, "UIA", "one-partition-chosen")
     ui.wait_until("UIA's bars are materialized", lambda: "UIA" in ui.materialized("market_data"))
     ui.wait_until("the run ended", lambda: ui.runs()[0][1] in ("SUCCESS", "FAILURE"))
     assert [status for _, status in ui.runs()][:1] == ["SUCCESS"]
@@ -377,24 +387,7 @@ def test_run_checks_for_a_chosen_symbol_and_see_its_result(ui, page):
 
 def test_an_invalid_partition_costs_one_failed_run_and_the_checks_tab_agrees(ui, page):
     open_page(page, ui, "/assets/market_data")
-    page.get_by_role("button", name="Materialize…").click()
-    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
-    dialog.get_by_role("button", name="Custom").click()
-    dialog.get_by_text("Add a partition").click()
-    page.get_by_placeholder("name").fill("nflx")
-    page.get_by_role("button", name="Save").click()
-    page.wait_for_timeout(1000)
-    if dialog.locator('[data-tooltip="nflx"]').count() == 0:
-        dialog.get_by_text("Select a partition or create one").click()
-        page.get_by_role("menuitem", name="nflx", exact=True).click()
-        dialog.get_by_text("Launch runs to materialize market_data").click()  # close the list
-    for symbol in UI_SYMBOLS:
-        chosen = dialog.locator(f'[data-tooltip="{symbol}"]')
-        if chosen.count():
-            chosen.get_by_role("img", name="close").click()
-    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
-    page.steps.shot("invalid-partition-chosen")
-    dialog.get_by_role("button", name="Launch 1 run").click()
+    launch_one_partition(page, "nflx", "invalid-partition-chosen", add=True)
 
     ui.wait_until(
         "nflx's run ended",

@@ -1,11 +1,10 @@
 """Planned check executions that will never run, removed from Dagster's storage.
 
 A run that materializes an asset from the UI plans one execution of each of the asset's
-checks per partition when it starts. For a partition that is no valid symbol (added with
-"Add a partition"), the asset step fails before any check can run, and the universe sensor
-then deletes the partition: the planned executions stayed behind, for a partition that no
-longer exists, as the newest "Latest execution" of every check ("Execution failed,
-Partition —") while the list of checks said "Succeeded". Dagster has no API to withdraw a
+checks per partition when it starts. When the asset step fails, the checks do not run, and
+the planned executions stayed behind as the newest "Latest execution" of every check
+("Execution failed"; "Partition —" once the universe sensor had deleted a partition that
+was no symbol) while the list of checks said "Succeeded". Dagster has no API to withdraw a
 planned execution, so its row is deleted from ``asset_check_executions`` (the table of
 dagster 1.13.27's SQL event log storage; pinned by
 test_an_invalid_partition_costs_one_failed_run_and_leaves_no_planned_check).

@@ -306,6 +306,10 @@ def materialize_partitions(
     if result.failures:
         if result.pending is not None:
             result.pending.flush()
+        if downstream_in_run:
+            # The checks this run planned will not run (the step fails): withdrawn, each
+            # check's latest execution stays its last real one, not "Execution failed".
+            withdraw_planned_checks(context.instance, context.run_id, symbols)
         raise_for_failures(result.failures, len(symbols))
     if downstream_in_run:
         yield dg.MaterializeResult()
