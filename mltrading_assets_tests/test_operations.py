@@ -1,10 +1,16 @@
 """Operations: data-quality checks per symbol, the system_logs table, retention, charts."""
 
 import datetime as dt
+import io
+import re
+import urllib.error
+import urllib.request
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster_shared.serdes import serialize_value
+from PIL import Image
 
 from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.market_data.assets import market_data
@@ -181,13 +187,32 @@ def _retention_job() -> dg.JobDefinition:
     return defs.resolve_job_def("retention_job")
 
 
-def test_feature_materializations_carry_a_chart_and_latest_values(instance, db):
+def test_a_feature_partition_links_to_its_chart_drawn_when_opened(instance, db, database_url):
+    from mltrading_assets.cli.chart_server import charts_served
+
     register_partitions(instance, ["AAPL"])
     materialize(instance, "market_data", ["AAPL"], run_config=run_config())
-    materialize(instance, "features", ["AAPL"], run_config=run_config())
-    meta = materializations(instance, feature_engineered_data)["AAPL"].metadata
-    assert meta["chart"].value.startswith("![AAPL features](data:image/png;base64,")
-    assert "| williams_r |" in meta["latest_values"].value
+    with charts_served(database_url, "127.0.0.1", 0) as charts:
+        [run] = materialize(
+            instance, "features", ["AAPL"], run_config=run_config(charts_url=charts.url)
+        )
+        meta = materializations(instance, feature_engineered_data)["AAPL"].metadata
+        assert "| williams_r |" in meta["latest_values"].value
+        link = re.fullmatch(r"!\[AAPL features\]\((.+)\)", meta["chart"].value)
+        with urllib.request.urlopen(link.group(1), timeout=10) as answer:
+            image = Image.open(io.BytesIO(answer.read()))
+        assert image.format == "PNG" and image.width >= 700
+        with pytest.raises(urllib.error.HTTPError) as unknown:
+            urllib.request.urlopen(f"{charts.url}/NFLX.png?source=synthetic", timeout=10)
+        assert unknown.value.code == 404
+        assert b"NFLX: no feature rows" in unknown.value.read()
+    # The picture is not in the event log: the event stays small.
+    [event] = [
+        e
+        for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        if e.dagster_event.partition == "AAPL"
+    ]
+    assert len(serialize_value(event)) < 4000  # with the picture: ~15,000
 
 
 # The UI launches materializations and "Execute all" in Dagster's implicit asset job, which

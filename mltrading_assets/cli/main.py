@@ -323,20 +323,62 @@ def demo(symbol_opts: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
-def ui(host: str, port: int) -> None:
-    """Start the Dagster UI and daemon (`dagster dev`) on this project's database.
+@click.option(
+    "--charts-port",
+    default=3001,
+    show_default=True,
+    type=int,
+    help="where the feature charts the UI links to are drawn",
+)
+def ui(host: str, port: int, charts_port: int) -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) on this project's database, and the
+    chart server its feature partitions link to.
 
     Ctrl-C or SIGTERM stop it and everything it started within 15 s."""
+    from mltrading_assets.cli.chart_server import charts_served
     from mltrading_assets.cli.serve import serve
     from mltrading_assets.paths import PROJECT_ROOT
 
-    env.ready_environment()
+    url = env.ready_environment()
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
-    click.echo(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
     # Run from DAGSTER_HOME: from the repository, Dagster warned that the dagster.yaml there
     # "will not be used", though DAGSTER_HOME links to that very file.
     home = Path(os.environ["DAGSTER_HOME"])
-    raise SystemExit(serve([*command, "-h", host, "-p", str(port)], home))
+    with charts_served(url, host, charts_port) as charts:
+        # Runs started from this UI link to this chart server unless a deployment says
+        # otherwise.
+        os.environ.setdefault("MLTRADING_CHARTS_URL", _reachable(charts.url, host))
+        click.echo(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
+        code = serve([*command, "-h", host, "-p", str(port)], home)
+    raise SystemExit(code)
+
+
+def _reachable(url: str, host: str) -> str:
+    """``url`` with a wildcard listening address replaced by one a browser can open."""
+    return url.replace(f"//{host}:", "//127.0.0.1:") if host in ("0.0.0.0", "::") else url
+
+
+@main.group()
+def charts() -> None:
+    """The feature charts the UI links to."""
+
+
+@charts.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3001, show_default=True, type=int)
+def serve_charts(host: str, port: int) -> None:
+    """Draw feature charts on request, for a deployment whose UI is not `mltrading ui`
+    (point MLTRADING_CHARTS_URL at http://HOST:PORT/charts where the runs execute)."""
+    from mltrading_assets.cli.chart_server import ChartServer
+
+    server = ChartServer(env.ready_environment(), host, port)
+    click.echo(f"Charts on {server.url}/SYMBOL.png (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @main.command()

@@ -152,5 +152,5 @@ def recent_features(
         {"symbol": symbol, "source": source, "n": bars},
     ).all()
     frame = pd.DataFrame(rows[::-1], columns=["timestamp", *names]).set_index("timestamp")
-    frame.index = pd.DatetimeIndex(frame.index).tz_convert("UTC")
+    frame.index = pd.to_datetime(frame.index, utc=True)
     return frame.astype(float)

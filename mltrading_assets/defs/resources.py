@@ -4,6 +4,7 @@ variable is set (shown as such in Deployment → Resources), else its default.""
 import dagster as dg
 
 from mltrading_assets.lib.resources import (
+    DEFAULT_CHARTS_URL,
     BarSourceResource,
     PostgresResource,
     ProcessingResource,
@@ -29,6 +30,7 @@ def resources() -> dg.Definitions:
                 symbol_timeout_seconds=env_or("MLTRADING_SYMBOL_TIMEOUT_SECONDS", 300.0),
                 database_outage_seconds=env_or("MLTRADING_DATABASE_OUTAGE_SECONDS", 60.0),
                 feature_set=env_or("MLTRADING_FEATURE_SET", "core"),
+                charts_url=env_or("MLTRADING_CHARTS_URL", DEFAULT_CHARTS_URL),
             ),
         }
     )

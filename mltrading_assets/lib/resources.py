@@ -107,6 +107,10 @@ class BarSourceResource(dg.ConfigurableResource):
         return min(cpu_workers, self.max_concurrent_requests)
 
 
+# `mltrading ui` serves charts here unless told otherwise.
+DEFAULT_CHARTS_URL = "http://127.0.0.1:3001/charts"
+
+
 class ProcessingResource(dg.ConfigurableResource):
     """How a run processes its symbols: isolated worker processes with bounded resources."""
 
@@ -133,7 +137,12 @@ class ProcessingResource(dg.ConfigurableResource):
     )
     charts: bool = Field(
         default=True,
-        description="attach a chart and the latest values to each feature materialization",
+        description="attach the latest values and a chart link to each feature materialization",
+    )
+    charts_url: str = Field(
+        default=DEFAULT_CHARTS_URL,
+        description="where the chart links point: `mltrading ui` draws each chart there when "
+        "it is opened (`mltrading charts serve` on a deployment); empty = no chart link",
     )
     feature_set: str = Field(default="core", description="core | extended")
 

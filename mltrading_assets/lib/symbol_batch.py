@@ -131,6 +131,7 @@ def process_symbols(
         feature_set=processing.feature_set,
         full_refresh=full_refresh,
         charts=processing.charts,
+        charts_url=processing.charts_url,
         database_outage_seconds=processing.database_outage_seconds,
     )
     # One worker per core unless the caller knows better (a network-bound bar source).

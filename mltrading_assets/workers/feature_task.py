@@ -1,18 +1,12 @@
 """The feature task for one symbol: recompute the features of every new or changed bar from a
-lookback window, write them in one transaction, and draw the chart after the commit."""
+lookback window, write them in one transaction, and describe the newest bar for the UI."""
 
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mltrading_assets.charts import (
-    CHART_BARS,
-    CHART_COLUMNS,
-    chart_markdown,
-    feature_chart_png,
-    latest_values_markdown,
-)
+from mltrading_assets.charts import CHART_COLUMNS, chart_markdown, latest_values_markdown
 from mltrading_assets.db.bars import first_bar_time, last_bar_time, read_bars
 from mltrading_assets.db.feature_rows import (
     first_dirty_bar,
@@ -28,7 +22,7 @@ from mltrading_assets.features import (
 )
 from mltrading_assets.names import MetadataKeys
 from mltrading_assets.sources import SymbolNotFoundError
-from mltrading_assets.workers.harness import Worker, bar_span, run_task
+from mltrading_assets.workers.harness import Worker, WorkSpec, bar_span, run_task
 
 
 def _compute(worker: Worker, symbol: str) -> dict[str, Any]:
@@ -54,11 +48,11 @@ def _compute(worker: Worker, symbol: str) -> dict[str, Any]:
                 )
             if spec.charts:
                 # Nothing new, but this materialization becomes the one the UI shows: it
-                # carries the chart and latest values too, drawn from the stored rows.
-                stored = recent_features(conn, symbol, source_name, CHART_COLUMNS, CHART_BARS)
+                # describes the newest stored row too.
+                stored = recent_features(conn, symbol, source_name, CHART_COLUMNS, 1)
                 if len(stored):
                     bars = read_bars(conn, symbol, source_name, since=stored.index[0])
-                    details.update(_pictures(bars, stored, symbol))
+                    details.update(_pictures(spec, bars, stored, symbol, source_name))
             return details
         bars = read_bars(conn, symbol, source_name, since=dirty, lookback=LOOKBACK_BARS)
         carry = None
@@ -77,18 +71,21 @@ def _compute(worker: Worker, symbol: str) -> dict[str, Any]:
     details.update(bars_read=len(bars), **bar_span(features.index))
     details[MetadataKeys.ROWS_WRITTEN] = counts.written
     if spec.charts:
-        # Drawn after the commit: the picture must never hold the transaction open.
-        details.update(_pictures(bars, computed, symbol))
+        details.update(_pictures(spec, bars, computed, symbol, source_name))
     return details
 
 
-def _pictures(bars: pd.DataFrame, features: pd.DataFrame, symbol: str) -> dict[str, str]:
+def _pictures(
+    spec: WorkSpec, bars: pd.DataFrame, features: pd.DataFrame, symbol: str, source: str
+) -> dict[str, str]:
     if features.empty:
         return {}
-    return {
-        MetadataKeys.CHART: chart_markdown(feature_chart_png(bars, features, symbol), symbol),
-        MetadataKeys.LATEST_VALUES: latest_values_markdown(bars, features),
-    }
+    pictures = {MetadataKeys.LATEST_VALUES: latest_values_markdown(bars, features)}
+    if spec.charts_url:
+        pictures[MetadataKeys.CHART] = chart_markdown(
+            spec.charts_url, symbol, source, features.index[-1]
+        )
+    return pictures
 
 
 def build_features(symbol: str) -> dict[str, Any]:

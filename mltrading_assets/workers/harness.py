@@ -43,8 +43,10 @@ class WorkSpec:
     feature_set: str = "core"
     # Reload the whole history and recompute every feature (the rebuild job).
     full_refresh: bool = False
-    # Attach a chart and a table of the latest values to each feature materialization.
+    # Attach a table of the latest values and a link to the chart to each feature
+    # materialization; the chart is drawn where ``charts_url`` points, when it is opened.
     charts: bool = True
+    charts_url: str = ""
     # A lost database connection is retried (the symbol from the start, in a new
     # transaction) for this long: a server restart costs retries, not failed symbols.
     database_outage_seconds: float = 60.0
