@@ -130,7 +130,9 @@ def test_rerun_converges_without_rewriting_rows(instance, db):
     assert again.success
     latest = materializations(instance, feature_engineered_data)["MSFT"].metadata
     assert latest["rows_written"].value == 0
-    assert latest["chart"].value.startswith("![MSFT features](http://127.0.0.1:3001/charts/MSFT.png?")
+    assert latest["chart"].value.startswith(
+        "![MSFT features](http://127.0.0.1:3001/charts/MSFT.png?"
+    )
     assert "| macd |" in latest["latest_values"].value
 
 
