@@ -3,15 +3,18 @@
 import datetime as dt
 import io
 import re
+import time
 import urllib.error
 import urllib.request
 
 import dagster as dg
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from dagster_shared.serdes import serialize_value
 from PIL import Image
 
+from mltrading_assets.db import tables
 from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.defs.operations.jobs import expired_runs
@@ -93,11 +96,20 @@ def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
             "williams_r IS NOT NULL AND timestamp = (SELECT max(timestamp) FROM "
             "feature_engineered_data WHERE symbol = 'BAD' AND williams_r IS NOT NULL)"
         )
-    [check_run] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
+    # An audit of the whole history finds every problem...
+    audit = config_at(MONDAY_NOON, check_window_days=0)
+    [check_run] = materialize(instance, "checks", loaded, run_config=audit)
     results = evaluations(instance, check_run.run_id)
     for check in (*MARKET_DATA_CHECKS, "feature_ranges", "rows_match_bars"):
         assert results[(check, "GOOD")] is True, check
         assert results[(check, "BAD")] is False, check
+    # ...the hourly checks those of the last 30 days (the bad bar and the lost session are
+    # older).
+    [check_run] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
+    results = evaluations(instance, check_run.run_id)
+    assert results[("fresh_during_market_hours", "BAD")] is False
+    assert results[("ohlc_sane", "BAD")] is True
+    assert results[("no_session_gaps", "BAD")] is True
 
 
 def test_freshness_is_a_warning_and_passes_while_the_market_is_closed(instance, loaded):
@@ -318,3 +330,65 @@ def test_a_failed_ui_materialization_leaves_no_check_execution_planned(
         key = dg.AssetCheckKey(market_data.key, check)
         history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
         assert run.run_id not in {record.run_id for record in history}
+
+
+def _history_rows_read(db: sa.Engine) -> int:
+    """Rows of the bar, feature and gap tables read so far, by scans and index lookups.
+
+    Each backend reports its counts when its connection closes; the tick's processes have
+    exited, so the totals settle within moments."""
+    statement = (
+        "SELECT (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables "
+        "        WHERE relname = ANY(:tables)) "
+        "     + (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes "
+        "        WHERE relname = ANY(:tables))"
+    )
+    tables = ["market_data", "feature_engineered_data", "known_gaps"]
+    previous = None
+    for _ in range(20):
+        with db.connect() as conn:
+            total = conn.execute(sa.text(statement), {"tables": tables}).scalar_one()
+        if total == previous:
+            return total
+        previous = total
+        time.sleep(1)
+    return previous
+
+
+def test_an_hourly_tick_reads_a_bounded_window_of_a_long_history(instance, db):
+    """A tick (new bars, their features, every check) reads as much of a symbol with two
+    years of bars as of one with one year: no query grows with the history."""
+    one_hour_later = (pd.Timestamp(MONDAY_NOON) + pd.Timedelta(hours=1)).isoformat()
+    register_partitions(instance, ["LONG"])
+    read = {}
+    for years in (1, 2):
+        with db.begin() as conn:
+            conn.exec_driver_sql(
+                "TRUNCATE market_data, feature_engineered_data, known_gaps CASCADE"
+            )
+        load = config_at(MONDAY_NOON)
+        load["resources"]["source"]["config"]["history_days"] = 365 * years
+        materialize(instance, "market_data", ["LONG"], run_config=load)
+        materialize(instance, "features", ["LONG"], run_config=load)
+        with db.begin() as conn:
+            # Other symbols, as in any real universe (alone, LONG is the whole table and a
+            # scan of it is the planner's right choice), and the statistics autovacuum
+            # would gather after a load.
+            for table in (tables.market_data, tables.feature_engineered_data):
+                columns = [c.name for c in table.columns if c.name != "symbol"]
+                names = ", ".join(f'"{c}"' for c in columns)
+                conn.exec_driver_sql(
+                    f"INSERT INTO public.{table.name} (symbol, {names}) "
+                    f"SELECT 'OTHER' || n, {names} FROM public.{table.name}, "
+                    "generate_series(1, 40) AS n WHERE symbol = 'LONG'"
+                )
+            conn.exec_driver_sql("ANALYZE market_data, feature_engineered_data, known_gaps")
+        before = _history_rows_read(db)
+        tick = config_at(one_hour_later)
+        for asset in ("market_data", "features", "checks"):
+            [run] = materialize(instance, asset, ["LONG"], run_config=tick)
+            assert run.success
+        read[years] = _history_rows_read(db) - before
+    bars_per_year = 365 * 5 * 7 // 7  # ~1,750 hourly bars
+    # A query over the whole history would read ~1,750 rows more with the second year.
+    assert read[2] - read[1] < bars_per_year / 4, read

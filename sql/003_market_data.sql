@@ -15,7 +15,11 @@ CREATE TABLE IF NOT EXISTS public.market_data (
     CONSTRAINT market_data_high_low CHECK (high >= low)
 );
 
-CREATE INDEX IF NOT EXISTS market_data_time_idx ON public.market_data ("timestamp");
+-- Every query reads one symbol's bars by (symbol, "timestamp"); an index on "timestamp"
+-- alone served none of them, yet the planner took it for a symbol's recent window and read
+-- every symbol's bars in that window (~40 times the rows with 40 symbols), and each insert
+-- paid for it.
+DROP INDEX IF EXISTS public.market_data_time_idx;
 
 -- The bar's session had not reached the bar's end when it was fetched: its values are
 -- partial and are rewritten once it completes.

@@ -4,61 +4,69 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from mltrading_assets.db.gaps import REFILL_WINDOW
 from mltrading_assets.db.tables import FEATURE_BAR_COLUMNS, feature_engineered_data
 from mltrading_assets.db.upsert import UpsertCounts, copy_upsert
 from mltrading_assets.features.contract import ALL_FEATURE_COLUMNS
 
-# Bars change only inside the refresh overlap (a few days back) or when they are new, so
-# bar-by-bar comparison is limited to the recent window: over the whole history it cost
-# ~9 ms a symbol. The whole history is still compared whenever the tables disagree on how
-# many bars there are up to the newest feature row; older revisions (a manual UPDATE) are
-# picked up by rebuild_all_job.
-RECENT_WINDOW = pd.Timedelta(days=10)
+# Bars change only inside the refresh overlap and the gap refill window (days back) or when
+# they are new, and a rebase forgets a symbol's features, so bar-by-bar comparison is
+# limited to the recent window: over the whole history it cost ~9 ms a symbol and grew with
+# it. The whole history is still compared whenever the window's bars and feature rows
+# disagree in number; older revisions (a manual UPDATE) are picked up by rebuild_all_job.
+RECENT_WINDOW = REFILL_WINDOW
 
 
-# One statement, one round trip, compiled once: built with SQLAlchemy constructs on every
-# call it cost ~5 ms of Python per symbol for ~1 ms of work in PostgreSQL.
+# Two statements, compiled once: built with SQLAlchemy constructs on every call they cost
+# ~5 ms of Python per symbol for ~1 ms of work in PostgreSQL. Two, not one: the window's
+# start bound as a value, not a subquery, lets the planner see how narrow the comparison is.
 #
 # Stale rows: every write rewrites from the first dirty bar to the newest bar with the
 # writer's feature set and version, and rows before that bar were current already, so after
 # any write all rows are alike; the newest row tells whether they are stale, and then
 # everything is, from the first row (one index probe instead of reading every row).
-_FIRST_DIRTY_BAR = sa.text(
+_COMPARE_FROM = sa.text(
     """
-    WITH features AS (
-        SELECT max("timestamp") AS newest, min("timestamp") AS oldest, count(*) AS rows
-        FROM public.feature_engineered_data
-        WHERE symbol = :symbol AND source = :source
-    ),
-    compare_from AS (
-        -- As many bars as feature rows up to the newest feature row: only the recent
-        -- window can hold a new or changed bar; otherwise compare the whole history.
-        SELECT COALESCE(
-            CASE WHEN features.rows = (
-                SELECT count(*) FROM public.market_data
-                WHERE symbol = :symbol AND source = :source
-                  AND "timestamp" <= features.newest
-            ) THEN features.newest - :recent_window END,
-            '-infinity') AS since
-        FROM features
+    WITH ends AS (
+        -- Index probes: the symbol's newest and oldest feature rows, and its first bar.
+        SELECT
+            (SELECT max("timestamp") FROM public.feature_engineered_data
+             WHERE symbol = :symbol AND source = :source) AS newest,
+            (SELECT min("timestamp") FROM public.feature_engineered_data
+             WHERE symbol = :symbol AND source = :source) AS oldest,
+            (SELECT min("timestamp") FROM public.market_data
+             WHERE symbol = :symbol AND source = :source) AS first_bar
     )
-    SELECT LEAST(
-        (SELECT min(m."timestamp")
-         FROM public.market_data AS m
-         LEFT JOIN public.feature_engineered_data AS f
-           ON f.symbol = m.symbol AND f.source = m.source AND f."timestamp" = m."timestamp"
-          AND f."timestamp" >= (SELECT since FROM compare_from)
-         WHERE m.symbol = :symbol AND m.source = :source
-           AND m."timestamp" >= (SELECT since FROM compare_from)
-           AND (f.symbol IS NULL OR m.updated_at > f.updated_at)),
-        (SELECT features.oldest
-         FROM features, LATERAL (
-             SELECT feature_set, feature_version FROM public.feature_engineered_data
-             WHERE symbol = :symbol AND source = :source AND "timestamp" = features.newest
-         ) AS newest_row
-         WHERE newest_row.feature_version <> :feature_version
-            OR newest_row.feature_set <> :feature_set)
-    )
+    SELECT
+        -- As many bars as feature rows in the window up to the newest feature row: only
+        -- the window can hold a new or changed bar; otherwise compare the whole history.
+        CASE WHEN ends.newest IS NOT NULL AND (
+            SELECT count(*) FROM public.feature_engineered_data
+            WHERE symbol = :symbol AND source = :source
+              AND "timestamp" >= ends.newest - :recent_window
+        ) = (
+            SELECT count(*) FROM public.market_data
+            WHERE symbol = :symbol AND source = :source
+              AND "timestamp" >= ends.newest - :recent_window
+              AND "timestamp" <= ends.newest
+        ) THEN ends.newest - :recent_window ELSE ends.first_bar END AS since,
+        (SELECT ends.oldest FROM public.feature_engineered_data AS newest_row
+         WHERE newest_row.symbol = :symbol AND newest_row.source = :source
+           AND newest_row."timestamp" = ends.newest
+           AND (newest_row.feature_version <> :feature_version
+                OR newest_row.feature_set <> :feature_set)) AS stale_from
+    FROM ends
+    """
+)
+_FIRST_CHANGED = sa.text(
+    """
+    SELECT min(m."timestamp")
+    FROM public.market_data AS m
+    LEFT JOIN public.feature_engineered_data AS f
+      ON f.symbol = m.symbol AND f.source = m.source AND f."timestamp" = m."timestamp"
+     AND f.symbol = :symbol AND f.source = :source AND f."timestamp" >= :since
+    WHERE m.symbol = :symbol AND m.source = :source AND m."timestamp" >= :since
+      AND (f.symbol IS NULL OR m.updated_at > f.updated_at)
     """
 )
 
@@ -71,17 +79,21 @@ def first_dirty_bar(
     Stale: the bar changed after its features were written, or they came from another
     feature set or formula version.
     """
-    value = conn.execute(
-        _FIRST_DIRTY_BAR,
+    key = {"symbol": symbol, "source": source}
+    bounds = conn.execute(
+        _COMPARE_FROM,
         {
-            "symbol": symbol,
-            "source": source,
+            **key,
             "feature_set": feature_set,
             "feature_version": feature_version,
             "recent_window": RECENT_WINDOW.to_pytimedelta(),
         },
-    ).scalar_one()
-    return None if value is None else pd.Timestamp(value).tz_convert("UTC")
+    ).one()
+    if bounds.since is None:  # no bars
+        return None
+    changed = conn.execute(_FIRST_CHANGED, {**key, "since": bounds.since}).scalar_one()
+    found = [pd.Timestamp(t).tz_convert("UTC") for t in (changed, bounds.stale_from) if t]
+    return min(found, default=None)
 
 
 def write_features(

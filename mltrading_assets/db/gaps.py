@@ -7,14 +7,22 @@ from sqlalchemy.dialects import postgresql
 
 from mltrading_assets.db.tables import known_gaps
 
+# A missing hour is asked for again while it is this recent (about ten sessions): a source
+# that left it out may still serve it; searching further back would read more of each
+# symbol's history every hour as the history grows.
+REFILL_WINDOW = pd.Timedelta(days=14)
+
+# Index probes and counts inside the window only: the whole history is never read.
 _COVERAGE = sa.text(
     """
-    SELECT min("timestamp") AS first,
-           count(*) FILTER (WHERE "timestamp" >= :since AND "timestamp" <= :until) AS bars,
+    SELECT (SELECT min("timestamp") FROM public.market_data
+            WHERE symbol = :symbol AND source = :source) AS first,
+           (SELECT count(*) FROM public.market_data
+            WHERE symbol = :symbol AND source = :source
+              AND "timestamp" >= :since AND "timestamp" <= :until) AS bars,
            (SELECT count(*) FROM public.known_gaps
             WHERE symbol = :symbol AND source = :source
               AND "timestamp" >= :since AND "timestamp" <= :until) AS known
-    FROM public.market_data WHERE symbol = :symbol AND source = :source
     """
 )
 

@@ -145,6 +145,12 @@ class ProcessingResource(dg.ConfigurableResource):
         "it is opened (`mltrading charts serve` on a deployment); empty = no chart link",
     )
     feature_set: str = Field(default="core", description="core | extended")
+    check_window_days: int = Field(
+        default=30,
+        description="days of each symbol's bars and features the asset checks judge (what a "
+        "refresh may have changed, and holes until they are final); 0 = the whole history, "
+        "for an audit",
+    )
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else default_workers()

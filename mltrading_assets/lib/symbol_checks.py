@@ -6,20 +6,45 @@ ERROR means corrupt data; WARN means stale data. The checks of each asset live i
 domain folder (``defs/market_data/checks.py``, ``defs/features/checks.py``).
 """
 
+import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
 from mltrading_assets.lib.partitions import active_partitions, symbol_partitions
-from mltrading_assets.lib.resources import BarSourceResource, PostgresResource
+from mltrading_assets.lib.resources import (
+    BarSourceResource,
+    PostgresResource,
+    ProcessingResource,
+)
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 # The name Dagster gives the output of an @asset_check op (1.13.27).
 CHECK_OUTPUT = "result"
 # Per symbol: passed, metadata, and optionally a severity of its own (else the check's).
 Results = dict[str, tuple]
+WHOLE_HISTORY = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one check run judges: the symbols' bars from ``source`` since ``since``, at
+    ``now``. Bounded by ``processing.check_window_days``, an hourly check reads the same
+    few weeks of a symbol with ten years of bars as of one with one year."""
+
+    source: str
+    symbols: list[str]
+    now: pd.Timestamp
+    since: dt.datetime
+
+    @property
+    def window(self) -> str:
+        if self.since == WHOLE_HISTORY:
+            return "stored"
+        return f"since {self.since:%Y-%m-%d}"
 
 
 def query(database: PostgresResource, sql: str, **params) -> pd.DataFrame:
@@ -73,28 +98,27 @@ def _report(
 
 
 def by_symbol(
-    database: PostgresResource,
-    aggregates: str,
-    symbols: list[str],
-    source: str,
-    table: str = "market_data",
+    database: PostgresResource, aggregates: str, scope: Scope, table: str = "market_data"
 ) -> pd.DataFrame:
-    """One row of ``aggregates`` per symbol of ``table`` (our SQL; symbols are bound)."""
+    """One row of ``aggregates`` per symbol over the scope's window of ``table`` (our SQL;
+    symbols are bound)."""
     return query(
         database,
         f"SELECT symbol, {aggregates} FROM public.{table} "
-        "WHERE symbol = ANY(:symbols) AND source = :source GROUP BY symbol",
-        symbols=symbols,
-        source=source,
+        'WHERE symbol = ANY(:symbols) AND source = :source AND "timestamp" >= :since '
+        "GROUP BY symbol",
+        symbols=scope.symbols,
+        source=scope.source,
+        since=scope.since,
     )
 
 
-def per_symbol(symbols: list[str], frame: pd.DataFrame, judge) -> Results:
+def per_symbol(
+    scope: Scope, frame: pd.DataFrame, judge, symbols: list[str] | None = None
+) -> Results:
     by_symbol = {row.symbol: row for row in frame.itertuples(index=False)}
-    return {
-        s: judge(by_symbol[s]) if s in by_symbol else (False, {"problem": "no bars stored"})
-        for s in symbols
-    }
+    none = (False, {"problem": f"no bars {scope.window}"})
+    return {s: judge(by_symbol[s]) if s in by_symbol else none for s in symbols or scope.symbols}
 
 
 def run_symbols(context: dg.AssetCheckExecutionContext, database: PostgresResource) -> list[str]:
@@ -117,9 +141,21 @@ def symbol_check(
     @dg.asset_check(
         asset=asset, name=name, partitions_def=symbol_partitions, description=description
     )
-    def _check(context, database: PostgresResource, source: BarSourceResource):
+    def _check(
+        context,
+        database: PostgresResource,
+        source: BarSourceResource,
+        processing: ProcessingResource,
+    ):
         bars = source.build()
-        results = problems(database, bars.name, run_symbols(context, database), bars.now())
-        yield from _report(context, asset, name, severity, results)
+        now = bars.now()
+        days = processing.check_window_days
+        scope = Scope(
+            source=bars.name,
+            symbols=run_symbols(context, database),
+            now=now,
+            since=(now - pd.Timedelta(days=days)).to_pydatetime() if days > 0 else WHOLE_HISTORY,
+        )
+        yield from _report(context, asset, name, severity, problems(database, scope))
 
     return _check

@@ -18,7 +18,7 @@ from mltrading_assets.db.corporate_actions import (
     rebase_older_bars,
     store_actions,
 )
-from mltrading_assets.db.gaps import missing_hours, remember_gaps
+from mltrading_assets.db.gaps import REFILL_WINDOW, missing_hours, remember_gaps
 from mltrading_assets.db.upsert import UpsertCounts
 from mltrading_assets.names import MetadataKeys
 from mltrading_assets.sources import BarSource
@@ -93,7 +93,7 @@ def _served_since(source: BarSource, end: pd.Timestamp, otherwise: pd.Timestamp)
 def plan(conn: sa.Connection, spec: WorkSpec, source: BarSource, symbol: str) -> Plan:
     """A new symbol gets ``history_days``; a known one the bars since its newest (re-read for
     an overlap: the newest may have been in progress, and sources revise), reaching back to
-    the oldest hour the source left out that it still serves."""
+    the oldest recent hour the source left out."""
     end = source.now()
     last = None if spec.full_refresh else last_bar_time(conn, symbol, source.name)
     exchange = exchange_of(symbol)
@@ -108,7 +108,7 @@ def plan(conn: sa.Connection, spec: WorkSpec, source: BarSource, symbol: str) ->
             symbol,
             source.name,
             lambda first, until: grid_starts(exchange, first, until),
-            _served_since(source, end, EPOCH),
+            max(_served_since(source, end, EPOCH), last - REFILL_WINDOW),
             last,
         )
         if len(gaps):

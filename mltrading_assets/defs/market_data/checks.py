@@ -6,12 +6,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mltrading_assets.db.gaps import REFILL_WINDOW
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.lib.resources import PostgresResource
 from mltrading_assets.lib.symbol_checks import (
     ERROR,
     WARN,
     Results,
+    Scope,
     by_symbol,
     per_symbol,
     query,
@@ -27,46 +29,37 @@ from mltrading_assets.trading_calendar import (
 )
 
 
-def ohlc_problems(
-    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
-) -> Results:
+def ohlc_problems(database: PostgresResource, scope: Scope) -> Results:
     frame = by_symbol(
         database,
         "count(*) AS bars, count(*) FILTER (WHERE NOT ("
         " low > 0 AND low <= LEAST(open, close) AND GREATEST(open, close) <= high)) AS bad",
-        symbols,
-        source,
+        scope,
     )
     return per_symbol(
-        symbols, frame, lambda r: (r.bad == 0, {"bars": int(r.bars), "bad_bars": int(r.bad)})
+        scope, frame, lambda r: (r.bad == 0, {"bars": int(r.bars), "bad_bars": int(r.bad)})
     )
 
 
-def duplicate_problems(
-    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
-) -> Results:
+def duplicate_problems(database: PostgresResource, scope: Scope) -> Results:
     # Two bars starting within the same hour are the same bar twice (e.g. 9:30 and 9:31).
     frame = by_symbol(
         database,
         "count(*) - count(DISTINCT date_trunc('hour', \"timestamp\" - interval '30 minutes'))"
         " AS duplicates",
-        symbols,
-        source,
+        scope,
     )
     return per_symbol(
-        symbols, frame, lambda r: (r.duplicates == 0, {"duplicate_bars": int(r.duplicates)})
+        scope, frame, lambda r: (r.duplicates == 0, {"duplicate_bars": int(r.duplicates)})
     )
 
 
-def gap_problems(
-    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
-) -> Results:
+def gap_problems(database: PostgresResource, scope: Scope) -> Results:
     frame = by_symbol(
         database,
         'min("timestamp") AS first, max("timestamp") AS last, '
         "array_agg(DISTINCT (\"timestamp\" AT TIME ZONE 'America/New_York')::date) AS days",
-        symbols,
-        source,
+        scope,
     )
 
     def judge(row) -> tuple[bool, dict[str, Any]]:
@@ -78,14 +71,23 @@ def gap_problems(
             metadata["first_missing"] = ", ".join(f"{d:%Y-%m-%d}" for d in missing[:10])
         return not missing, metadata
 
-    return per_symbol(symbols, frame, judge)
+    return per_symbol(scope, frame, judge)
 
 
-def freshness_problems(
-    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
-) -> Results:
+def freshness_problems(database: PostgresResource, scope: Scope) -> Results:
+    now = scope.now
     market_open = bool(is_in_regular_session(pd.DatetimeIndex([now]))[0])
-    frame = by_symbol(database, 'max("timestamp") AS newest', symbols, source)
+    # One index probe per symbol, whatever the window: a symbol with no bar in it is stale,
+    # not empty.
+    frame = query(
+        database,
+        "SELECT s.symbol, newest.at AS newest FROM unnest(CAST(:symbols AS text[])) AS s(symbol)"
+        ' CROSS JOIN LATERAL (SELECT max("timestamp") AS at FROM public.market_data AS m'
+        "   WHERE m.symbol = s.symbol AND m.source = :source) AS newest"
+        " WHERE newest.at IS NOT NULL",
+        symbols=scope.symbols,
+        source=scope.source,
+    )
     due = newest_bar_due(now)
 
     def judge(row) -> tuple[bool, dict[str, Any]]:
@@ -98,7 +100,7 @@ def freshness_problems(
         }
         return (not market_open or newest >= due), metadata
 
-    return per_symbol(symbols, frame, judge)
+    return per_symbol(scope, frame, judge)
 
 
 _OFF_GRID = """
@@ -110,6 +112,7 @@ _OFF_GRID = """
     bars AS (
         SELECT symbol, "timestamp", ("timestamp" AT TIME ZONE 'America/New_York') AS local
         FROM public.market_data WHERE symbol = ANY(:symbols) AND source = :source
+          AND "timestamp" >= :since
     ),
     judged AS (
         SELECT b.symbol, b."timestamp",
@@ -138,17 +141,15 @@ def _nyse_grid() -> dict[str, list]:
     }
 
 
-def _nyse_only(symbols: list[str], judge_nyse) -> Results:
+def _nyse_only(scope: Scope, judge_nyse) -> Results:
     """``judge_nyse`` over the NYSE-listed symbols; the others pass, saying so (their bars
     are checked against their own exchange's grid when they are loaded)."""
-    results = judge_nyse([s for s in symbols if exchange_of(s) == "XNYS"])
+    results = judge_nyse([s for s in scope.symbols if exchange_of(s) == "XNYS"])
     not_nyse = (True, {"checked": "not an NYSE symbol"})
-    return {s: results.get(s, not_nyse) for s in symbols}
+    return {s: results.get(s, not_nyse) for s in scope.symbols}
 
 
-def off_grid_problems(
-    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
-) -> Results:
+def off_grid_problems(database: PostgresResource, scope: Scope) -> Results:
     def judge(row) -> tuple[bool, dict[str, Any]]:
         metadata: dict[str, Any] = {"off_grid_bars": int(row.off_grid)}
         if row.off_grid:
@@ -159,10 +160,17 @@ def off_grid_problems(
         return row.off_grid == 0, metadata
 
     def judge_nyse(nyse: list[str]) -> Results:
-        frame = query(database, _OFF_GRID, symbols=nyse, source=source, **_nyse_grid())
-        return per_symbol(nyse, frame, judge)
+        frame = query(
+            database,
+            _OFF_GRID,
+            symbols=nyse,
+            source=scope.source,
+            since=scope.since,
+            **_nyse_grid(),
+        )
+        return per_symbol(scope, frame, judge, nyse)
 
-    return _nyse_only(symbols, judge_nyse)
+    return _nyse_only(scope, judge_nyse)
 
 
 _MISSING = """
@@ -173,6 +181,7 @@ _MISSING = """
     spans AS (
         SELECT symbol, min("timestamp") AS first, max("timestamp") AS last
         FROM public.market_data WHERE symbol = ANY(:symbols) AND source = :source
+          AND "timestamp" >= :since
         GROUP BY symbol
     ),
     expected AS (
@@ -185,12 +194,16 @@ _MISSING = """
     ),
     missing AS (
         SELECT e.symbol, e.hour FROM expected AS e
+        -- The window's bounds repeated: planned as an anti-join, the lookup would
+        -- otherwise read every bar of the table.
         WHERE NOT EXISTS (
             SELECT 1 FROM public.market_data AS m WHERE m.symbol = e.symbol
-              AND m.source = :source AND m."timestamp" = e.hour)
+              AND m.source = :source AND m."timestamp" = e.hour
+              AND m.symbol = ANY(:symbols) AND m."timestamp" >= :since)
           AND NOT EXISTS (
             SELECT 1 FROM public.known_gaps AS k WHERE k.symbol = e.symbol
-              AND k.source = :source AND k."timestamp" = e.hour)
+              AND k.source = :source AND k."timestamp" = e.hour
+              AND k.symbol = ANY(:symbols) AND k."timestamp" >= :since)
     )
     SELECT sp.symbol,
            (SELECT count(*) FROM missing AS x WHERE x.symbol = sp.symbol) AS missing,
@@ -199,11 +212,12 @@ _MISSING = """
            ARRAY(SELECT x.hour FROM missing AS x WHERE x.symbol = sp.symbol
                  ORDER BY x.hour LIMIT 5) AS examples,
            (SELECT count(*) FROM public.known_gaps AS k
-            WHERE k.symbol = sp.symbol AND k.source = :source) AS known
+            WHERE k.symbol = sp.symbol AND k.source = :source
+              AND k."timestamp" >= :since) AS known
     FROM spans AS sp
 """
 # A missing hour this old was asked for by many refreshes already: it will not come.
-FINAL_AFTER = pd.Timedelta(days=10)
+FINAL_AFTER = REFILL_WINDOW
 
 
 @lru_cache(maxsize=1)
@@ -215,9 +229,7 @@ def _nyse_sessions() -> dict[str, list]:
     }
 
 
-def missing_bar_problems(
-    database: PostgresResource, source: str, symbols: list[str], now: pd.Timestamp
-) -> Results:
+def missing_bar_problems(database: PostgresResource, scope: Scope) -> Results:
     def judge(row) -> tuple:
         metadata: dict[str, Any] = {
             "missing_hours": int(row.missing),
@@ -236,13 +248,14 @@ def missing_bar_problems(
             database,
             _MISSING,
             symbols=nyse,
-            source=source,
-            final_before=(now - FINAL_AFTER).to_pydatetime(),
+            source=scope.source,
+            since=scope.since,
+            final_before=(scope.now - FINAL_AFTER).to_pydatetime(),
             **_nyse_sessions(),
         )
-        return per_symbol(nyse, frame, judge)
+        return per_symbol(scope, frame, judge, nyse)
 
-    return _nyse_only(symbols, judge_nyse)
+    return _nyse_only(scope, judge_nyse)
 
 
 market_data_checks = [
@@ -265,16 +278,16 @@ market_data_checks = [
         "no_session_gaps",
         ERROR,
         gap_problems,
-        "Every NYSE session inside the history has bars.",
+        "Every NYSE session inside the checked window (processing.check_window_days) has bars.",
     ),
     symbol_check(
         market_data,
         "no_missing_bars",
         ERROR,
         missing_bar_problems,
-        "Every hour of every NYSE session inside the history is a bar or a known gap (an hour "
-        "the source confirmed it has no bar for); WARN while a hole may still be filled, ERROR "
-        "once it is older than 10 days.",
+        "Every hour of every NYSE session inside the checked window is a bar or a known gap "
+        "(an hour the source confirmed it has no bar for); WARN while a hole may still be "
+        f"filled, ERROR once it is older than {FINAL_AFTER.days} days.",
     ),
     symbol_check(
         market_data,
