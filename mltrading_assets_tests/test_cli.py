@@ -10,8 +10,8 @@ from mltrading_assets.definitions import defs
 from mltrading_assets_tests.conftest import table_count
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+def invoke(*args: str, input: str | None = None):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False, input=input)
 
 
 def test_definitions_load_with_every_asset_and_job():
@@ -42,6 +42,36 @@ def test_symbols_add_registers_partitions_and_stock_info(instance, db):
     invoke("symbols", "remove", "BRK-B")
     assert table_count(db, "stock_info", active=True) == 2
     assert table_count(db, "stock_info") == 3  # deactivated, not deleted
+
+
+def test_a_universe_is_registered_from_standard_input_a_line_per_batch(instance, db):
+    universe = [f"U{n:04d}" for n in range(2500)]
+    text = "symbol\n# the test universe\n" + "\n".join(universe[:2000]) + "\n"
+    text += ",".join(universe[2000:]) + "\n"
+    result = invoke("symbols", "add", "--file", "-", input=text)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:3] == [
+        "batch 1/3: 1000 symbols (U0000 … U0999), 1000 new",
+        "batch 2/3: 1000 symbols (U1000 … U1999), 1000 new",
+        "batch 3/3: 500 symbols (U2000 … U2499), 500 new",
+    ]
+    assert lines[3].startswith("added 2500 symbol(s): U0000 U0001")
+    assert len(result.output) < 1000  # not every name, let alone twice
+    assert sorted(instance.get_dynamic_partitions("symbols")) == universe
+    assert table_count(db, "stock_info", active=True) == 2500
+
+
+def test_a_universe_file_with_bad_lines_names_them_and_adds_nothing(instance, db, tmp_path):
+    path = tmp_path / "universe.txt"
+    path.write_text("AAPL\nBRK B\nMSFT\n..\n")
+    result = CliRunner().invoke(main, ["symbols", "add", "--file", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}: nothing added" in result.output
+    assert "line 2: invalid symbol 'BRK B'" in result.output
+    assert "line 4: invalid symbol '..'" in result.output
+    assert table_count(db, "stock_info") == 0
+    assert instance.get_dynamic_partitions("symbols") == []
 
 
 def test_invalid_symbol_is_refused_before_anything_is_written(instance, db):

@@ -14,13 +14,15 @@ from mltrading_assets.cli.models import models
 DEMO_SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA")
 
 
-def _parse_symbols(values: tuple[str, ...]) -> list[str]:
+def _parse_symbols(values: tuple[str, ...], allow_none: bool = False) -> list[str]:
     from mltrading_assets.sources import InvalidSymbolError, normalize_symbols
 
     # Commas separate symbols ("AAPL,MSFT"); a space inside one ("BRK B") is a typo to
     # report, not two symbols to register.
     raw = [part.strip() for value in values for part in value.split(",")]
     raw = [part for part in raw if part]
+    if not raw and allow_none and not values:
+        return []
     if not raw:
         raise click.BadParameter(
             "no symbol given: name at least one, e.g. AAPL or AAPL,MSFT", param_hint="SYMBOLS"
@@ -149,15 +151,37 @@ def add_symbols(url: str, instance, names: list[str]) -> list[str]:
     return register_partitions(instance, names)
 
 
+# Symbols registered per transaction by `symbols add --file`: one line of output each.
+ADD_BATCH = 1000
+
+
 @symbols.command("add")
-@click.argument("names", nargs=-1, required=True, metavar="SYMBOLS...")
-def symbols_add(names: tuple[str, ...]) -> None:
-    """Add symbols (e.g. AAPL MSFT BRK-B ^GSPC). While `mltrading ui` (the daemon) runs, their
-    history loads by itself within a minute: no backfill needed."""
-    parsed = _parse_symbols(names)
+@click.argument("names", nargs=-1, metavar="[SYMBOLS]...")
+@click.option(
+    "--file",
+    "symbol_file",
+    type=click.File("r"),
+    help="symbols one per line (or comma-separated; # starts a comment); - for standard input",
+)
+def symbols_add(names: tuple[str, ...], symbol_file) -> None:
+    """Add symbols (e.g. AAPL MSFT BRK-B ^GSPC, or a whole universe with --file). While
+    `mltrading ui` (the daemon) runs, their history loads by itself within a minute: no
+    backfill needed."""
+    parsed = _parse_symbols(names, allow_none=symbol_file is not None)
+    if symbol_file is not None:
+        parsed = list(dict.fromkeys(parsed + _symbols_in_file(symbol_file)))
     url = env.ready_environment()
+    new: list[str] = []
+    batches = [parsed[i : i + ADD_BATCH] for i in range(0, len(parsed), ADD_BATCH)]
     with env.instance() as instance:
-        new = add_symbols(url, instance, parsed)
+        for number, batch in enumerate(batches, start=1):
+            added = add_symbols(url, instance, batch)
+            new += added
+            if len(batches) > 1:
+                click.echo(
+                    f"batch {number}/{len(batches)}: {len(batch)} symbols "
+                    f"({batch[0]} … {batch[-1]}), {len(added)} new"
+                )
     known = len(parsed) - len(new)
     click.echo(
         f"added {len(new)} symbol(s): {_few(new)}"
@@ -173,6 +197,33 @@ def symbols_add(names: tuple[str, ...]) -> None:
         "minute, no backfill needed (it leaves to a UI backfill launched before it any "
         f"symbol that backfill loads); without it: {load}"
     )
+
+
+def _symbols_in_file(symbol_file) -> list[str]:
+    """Every symbol of the file, or an error naming each bad line (up to 10) and nothing
+    registered."""
+    from mltrading_assets.sources import InvalidSymbolError, normalize_symbols
+
+    name = "standard input" if symbol_file.name == "<stdin>" else symbol_file.name
+    found: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(symbol_file, start=1):
+        parts = [p.strip() for p in line.split("#", 1)[0].split(",")]
+        parts = [p for p in parts if p]
+        if number == 1 and [p.lower() for p in parts] == ["symbol"]:
+            continue  # a CSV header
+        try:
+            found += normalize_symbols(parts)
+        except InvalidSymbolError as exc:
+            problems.append(f"line {number}: {exc}")
+    if problems:
+        more = f" (and {len(problems) - 10} more lines)" if len(problems) > 10 else ""
+        raise click.ClickException(
+            f"{name}: nothing added, fix these lines first{more}:\n  " + "\n  ".join(problems[:10])
+        )
+    if not found:
+        raise click.ClickException(f"{name}: no symbol in it")
+    return found
 
 
 def _few(names: list[str], shown: int = 10) -> str:
