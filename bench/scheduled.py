@@ -6,8 +6,10 @@ own function for its ranged run requests at that hour and submits them through t
 (GraphQL, the UI's path) to the run queue; the daemon launches them, and the features
 follow-up sensor starts the features runs. A tick ends when every run it caused has ended.
 
-Per tick: wall time, failed runs and partitions left without features for the newest bar,
-peak client connections, the RSS of each long-lived process, event-log bytes written.
+Then the quality checks the :30 schedule would run. Per tick: wall time of bars and features
+and of the checks, failed runs and partitions left without features for the newest bar,
+check evaluations, peak client connections, the RSS of each long-lived process, event-log
+bytes written; after the last tick, the size of each table.
 """
 
 import os
@@ -142,9 +144,23 @@ def scheduled_load(
                 ]
                 statuses = _wait_for_tick(instance, bar_runs, RunTags.FEATURES_AFTER)
                 wall = time.perf_counter() - started
+                # The :30 quality schedule's runs, as it requests them.
+                started = time.perf_counter()
+                check_runs = [
+                    client.submit_job_execution(
+                        "quality_checks_job", run_config=resources(as_of), tags=request.tags
+                    )
+                    for request in requests
+                ]
+                statuses += _wait_for_runs(instance, check_runs)
+                checks_wall = time.perf_counter() - started
             event_bytes = scalar(
                 "SELECT coalesce(sum(octet_length(event)), 0) FROM dagster.event_logs "
                 f"WHERE id > {first_event}"
+            )
+            evaluations = scalar(
+                "SELECT count(*) FROM dagster.event_logs WHERE dagster_event_type = "
+                f"'ASSET_CHECK_EVALUATION' AND id > {first_event}"
             )
             behind = scalar(
                 "SELECT count(*) FROM (SELECT m.symbol FROM public.market_data m "
@@ -159,16 +175,21 @@ def scheduled_load(
             failed = sum(status != "SUCCESS" for status in statuses)
             line = (
                 f"BENCH scenario=scheduled_tick tick={tick} symbols={len(symbols)} "
-                f"wall_s={wall:.2f} runs={len(statuses)} failed_runs={failed} "
+                f"wall_s={wall:.2f} checks_s={checks_wall:.2f} runs={len(statuses)} "
+                f"failed_runs={failed} check_evaluations={evaluations} "
                 f"symbols_without_newest_features={behind} "
                 f"peak_connections={monitor.peaks.connections} "
                 f"at_peak={','.join(f'{k}:{n}' for k, n in sorted(monitor.peaks.holders.items()))} "
                 f"at_rest={','.join(f'{k}:{n}' for k, n in sorted(at_rest.items()))} "
                 f"event_log_mb={event_bytes / 2**20:.1f} "
+                f"event_log_mb_per_1000={event_bytes / 2**20 / len(symbols) * 1000:.1f} "
                 + " ".join(f"rss_{role}_mb={mb:.0f}" for role, mb in sorted(rss.items()))
             )
             print(line, flush=True)
             lines.append(line)
+        line = f"BENCH scenario=tables symbols={len(symbols)} {table_sizes(engine)}"
+        print(line, flush=True)
+        lines.append(line)
     finally:
         os.killpg(dev.pid, 15)
         try:
@@ -196,6 +217,29 @@ def _wait_for_webserver(port: int, dev: subprocess.Popen, log: Path):
         except Exception:
             time.sleep(1)
     raise SystemExit("dagster dev did not come up:\n" + log.read_text()[-3000:])
+
+
+def _wait_for_runs(instance, run_ids: list[str], timeout: float = 1800) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [instance.get_run_by_id(run_id) for run_id in run_ids]
+        if all(run.status.value in FINISHED for run in runs):
+            return [run.status.value for run in runs]
+        time.sleep(1)
+    raise SystemExit(f"runs not done after {timeout} s")
+
+
+def table_sizes(engine: sa.Engine) -> str:
+    """Size on disk (MB, with indexes) of each application table and of Dagster's event log."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT n.nspname || '.' || c.relname, pg_total_relation_size(c.oid) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND (n.nspname = 'public' OR (n.nspname = 'dagster' "
+            "AND c.relname IN ('event_logs', 'runs', 'asset_check_executions'))) "
+            "ORDER BY 2 DESC"
+        ).all()
+    return " ".join(f"{name}_mb={size / 2**20:.0f}" for name, size in rows if size > 2**20)
 
 
 def _wait_for_tick(instance, bar_runs: list[str], follows_tag: str, timeout: float = 1800):
