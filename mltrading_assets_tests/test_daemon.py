@@ -83,3 +83,8 @@ def test_daemon_loads_new_symbols_and_features_follow(instance, db, tmp_path):
         filters=dg.RunsFilter(tags={RunTags.FEATURES_AFTER: history[0].run_id})
     )
     assert [run.job_name for run in followers] == ["features_job"]
+    # The terminal shows each run's INFO summaries, not a DEBUG line per symbol and event
+    # (those stay in the run's log in the UI).
+    printed = (tmp_path / "daemon.log").read_text()
+    assert "features_job" in printed and "3/3 symbols done" in printed
+    assert "ASSET_MATERIALIZATION" not in printed, printed[-3000:]

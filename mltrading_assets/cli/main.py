@@ -381,7 +381,15 @@ def demo(symbol_opts: tuple[str, ...]) -> None:
     type=int,
     help="where the feature charts the UI links to are drawn",
 )
-def ui(host: str, port: int, charts_port: int) -> None:
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="of the webserver and daemon in this terminal (info: every sensor evaluation, ~30 "
+    "lines a minute); runs print their INFO summaries whatever this says",
+)
+def ui(host: str, port: int, charts_port: int, log_level: str) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on this project's database, and the
     chart server its feature partitions link to.
 
@@ -400,7 +408,7 @@ def ui(host: str, port: int, charts_port: int) -> None:
         # otherwise.
         os.environ.setdefault("MLTRADING_CHARTS_URL", _reachable(charts.url, host))
         click.echo(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
-        code = serve([*command, "-h", host, "-p", str(port)], home)
+        code = serve([*command, "-h", host, "-p", str(port), "--log-level", log_level], home)
     raise SystemExit(code)
 
 
