@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mltrading_assets.cli import environment as env
+from mltrading_assets.cli.alerts import alerts
 from mltrading_assets.cli.models import models
 
 DEMO_SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA")
@@ -538,6 +539,7 @@ def stats(as_json: bool) -> None:
 
 
 main.add_command(models)
+main.add_command(alerts)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,22 @@ def symbol_summary(conn: sa.Connection, symbols: list[str]) -> list[sa.Row]:
     ).all()
 
 
+def newest_rows(conn: sa.Connection, source: str) -> list[sa.Row]:
+    """(symbol, added_at, newest bar, newest feature row) of every active symbol: one index
+    probe per symbol and table, whatever the length of its history."""
+    return conn.execute(
+        sa.text(
+            "SELECT s.symbol, s.added_at,"
+            ' (SELECT max("timestamp") FROM public.market_data m'
+            "   WHERE m.symbol = s.symbol AND m.source = :source) AS bars,"
+            ' (SELECT max("timestamp") FROM public.feature_engineered_data f'
+            "   WHERE f.symbol = s.symbol AND f.source = :source) AS features"
+            " FROM public.stock_info s WHERE s.active ORDER BY s.symbol"
+        ),
+        {"source": source},
+    ).all()
+
+
 def tables_by_schema(conn: sa.Connection) -> dict[str, list[str]]:
     """The tables of the application's and Dagster's schemas, by schema."""
     rows = conn.execute(

@@ -1,6 +1,7 @@
 """SQLAlchemy Core view of the tables that ``sql/`` creates (a test keeps the two in step)."""
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from mltrading_assets.features.contract import ALL_FEATURE_COLUMNS, INTEGER_COLUMNS
 
@@ -110,6 +111,22 @@ model_predictions = sa.Table(
     sa.Column("horizon_bars", sa.SmallInteger, nullable=False),
     sa.Column("bar_in_progress", sa.Boolean, nullable=False),
     sa.Column("predicted_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+alert_incidents = sa.Table(
+    "alert_incidents",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("subjects", postgresql.JSONB, nullable=False, server_default="{}"),
+    sa.Column("opened_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("notified_at", sa.DateTime(timezone=True)),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("pending", sa.Text),
+    sa.Column("delivered", postgresql.JSONB, nullable=False, server_default="[]"),
+    sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
 
 # Every application table, in the order defined here.

@@ -244,3 +244,83 @@ class ModelingResource(dg.ConfigurableResource):
 
         uri = self.mlflow_tracking_uri or tracking_uri_for(database_url)
         return ModelRegistry(uri, self.folder() / "mlflow-artifacts")
+
+
+class AlertsResource(dg.ConfigurableResource):
+    """Where alerts go and when something counts as wrong. Off until a destination is set:
+    the alert sensors still track incidents and log them in their ticks."""
+
+    slack_webhook_url: str = Field(
+        default="",
+        description='Slack-compatible incoming webhook, posted {"text": …} '
+        "(MLTRADING_ALERT_SLACK_WEBHOOK_URL)",
+    )
+    webhook_url: str = Field(
+        default="",
+        description="generic webhook, posted the alert as JSON (MLTRADING_ALERT_WEBHOOK_URL)",
+    )
+    smtp_host: str = Field(default="", description="mail server (MLTRADING_ALERT_SMTP_HOST)")
+    smtp_port: int = Field(default=587, description="MLTRADING_ALERT_SMTP_PORT")
+    smtp_security: str = Field(
+        default="starttls", description="starttls | none (MLTRADING_ALERT_SMTP_SECURITY)"
+    )
+    smtp_username: str = Field(
+        default="", description="login, if the server wants one (MLTRADING_ALERT_SMTP_USERNAME)"
+    )
+    smtp_password: str = Field(default="", description="MLTRADING_ALERT_SMTP_PASSWORD")
+    email_from: str = Field(
+        default="mltrading@localhost", description="sender (MLTRADING_ALERT_EMAIL_FROM)"
+    )
+    email_to: str = Field(
+        default="", description="comma-separated recipients (MLTRADING_ALERT_EMAIL_TO)"
+    )
+    reminder_hours: float = Field(
+        default=4.0,
+        description="an incident still open is reminded this long after its last message",
+    )
+    stale_after_trading_hours: float = Field(
+        default=2.0,
+        description="during NYSE sessions, a symbol whose newest bar or feature row is older "
+        "than this many trading hours is stale",
+    )
+    slow_factor: float = Field(
+        default=1.5, description="a run is slow past this many times its expected duration"
+    )
+    slow_default_minutes: float = Field(
+        default=30.0, description="expected duration of a job with no history yet"
+    )
+    ui_url: str = Field(
+        default="http://127.0.0.1:3000",
+        description="the Dagster UI, for links in messages (MLTRADING_UI_URL)",
+    )
+    as_of: str = Field(default="", description="fixed clock (ISO time), for tests and replays")
+
+    def destinations(self):
+        from mltrading_assets.alerts.delivery import Destinations, Smtp
+
+        recipients = tuple(r.strip() for r in self.email_to.split(",") if r.strip())
+        smtp = (
+            Smtp(
+                host=self.smtp_host,
+                port=self.smtp_port,
+                security=self.smtp_security,
+                username=self.smtp_username,
+                password=self.smtp_password,
+                sender=self.email_from,
+                recipients=recipients,
+            )
+            if self.smtp_host and recipients
+            else None
+        )
+        return Destinations(self.slack_webhook_url, self.webhook_url, smtp)
+
+    def now(self):
+        import pandas as pd
+
+        if not self.as_of:
+            return pd.Timestamp.now(tz="UTC")
+        moment = pd.Timestamp(self.as_of)
+        return moment.tz_localize("UTC") if moment.tz is None else moment.tz_convert("UTC")
+
+    def run_link(self, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/runs/{run_id}"

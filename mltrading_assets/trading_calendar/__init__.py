@@ -12,6 +12,7 @@ from mltrading_assets.trading_calendar.nyse import (
     off_grid,
     session_close,
     sessions_between,
+    trading_hours_before,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "off_grid",
     "session_close",
     "sessions_between",
+    "trading_hours_before",
 ]

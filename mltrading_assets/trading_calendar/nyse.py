@@ -83,6 +83,17 @@ def newest_bar_due(now: pd.Timestamp) -> pd.Timestamp:
     return reference - FRESH_FOR
 
 
+def trading_hours_before(now: pd.Timestamp, hours: float) -> pd.Timestamp | None:
+    """The moment ``hours`` of NYSE trading time before ``now``, or None while NYSE is
+    closed: a bar is "N trading hours old" by this clock, so a night or a weekend does not
+    age it."""
+    calendar = nyse_calendar()
+    minute = now.floor("min")
+    if not calendar.is_open_on_minute(minute):
+        return None
+    return calendar.minute_offset(minute, -round(hours * 60))
+
+
 # Yahoo's ticker suffixes for exchanges with one continuous session a day; no suffix is a US
 # listing (NYSE and Nasdaq share the XNYS schedule).
 _EXCHANGE_BY_SUFFIX = {

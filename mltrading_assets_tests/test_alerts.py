@@ -1,0 +1,262 @@
+"""Alerts reach real receivers (an HTTP webhook, an SMTP server wanting STARTTLS and a
+login) once per incident: a failing symbol, an ERROR check, a stale symbol at a pinned
+clock, a slow run, a refused model; a reminder later, a "recovered" message after the fix,
+and nothing twice when the daemon restarts (the sensors evaluated afresh, as it would)."""
+
+import datetime as dt
+import threading
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mltrading_assets.db.symbols import add_symbols
+from mltrading_assets.db.system_logs import log_model_event
+from mltrading_assets.defs.alerts import sensors
+from mltrading_assets.lib.launching import materialize
+from mltrading_assets.lib.partitions import register_partitions
+from mltrading_assets.lib.resources import (
+    AlertsResource,
+    BarSourceResource,
+    PostgresResource,
+)
+from mltrading_assets_tests.conftest import free_port, run_cli
+from mltrading_assets_tests.receivers import MailReceiver, WebhookReceiver
+from mltrading_assets_tests.test_dagster_runs import AS_OF, run_config
+
+
+@pytest.fixture
+def receivers():
+    slack, webhook, mail = WebhookReceiver(), WebhookReceiver(), MailReceiver(free_port())
+    yield slack, webhook, mail
+    slack.stop()
+    webhook.stop()
+    mail.stop()
+
+
+def alerts_config(receivers, **settings) -> AlertsResource:
+    slack, webhook, mail = receivers
+    return AlertsResource(
+        slack_webhook_url=slack.url,
+        webhook_url=webhook.url,
+        smtp_host="127.0.0.1",
+        smtp_port=mail.port,
+        smtp_username=MailReceiver.USER,
+        smtp_password=MailReceiver.PASSWORD,
+        email_to="ops@example.test",
+        ui_url="http://ui.example.test",
+        **settings,
+    )
+
+
+def evaluate(sensor, instance, database_url, alerts, cursor=None, as_of=AS_OF):
+    """One tick of ``sensor`` as the daemon runs it: fresh resources, the stored cursor."""
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={
+            "database": PostgresResource(url=database_url),
+            "source": BarSourceResource(kind="synthetic", as_of=as_of),
+            "alerts": alerts,
+        },
+    )
+    result = sensor(context)
+    return result, context.cursor
+
+
+def test_a_failed_run_is_told_once_everywhere_then_reminded_then_recovered(
+    instance, db, database_url, inject_faults, receivers
+):
+    slack, webhook, mail = receivers
+    symbols = ["A", "B", "C"]
+    register_partitions(instance, symbols)
+    inject_faults("B=raise")
+    [failed] = materialize(instance, "market_data", symbols, run_config=run_config())
+    assert not failed.success
+    now = pd.Timestamp.now(tz="UTC")
+    alerts = alerts_config(receivers, as_of=now.isoformat())
+
+    slack.fail_next = 3  # every attempt of the first tick: the Slack message is owed
+    evaluate(sensors.alert_failed_runs, instance, database_url, alerts)
+    assert slack.texts() == []
+    [told] = webhook.bodies
+    assert told["status"] == "open" and told["severity"] == "ERROR"
+    assert "market_data_job: 1 run(s) failed" in told["title"]
+    assert "B: RuntimeError: injected failure for B" in told["text"]
+    assert f"http://ui.example.test/runs/{failed.run_id}" in told["text"]
+    failed_symbols = told["subjects"][failed.run_id]["failed_symbols"]
+    assert failed_symbols == {"B": "B: RuntimeError: injected failure for B"}
+    assert mail.subjects() == ["[mltrading ERROR] market_data_job: 1 run(s) failed"]
+
+    # The next tick delivers what Slack was owed, to Slack only; later ticks, and a restarted
+    # daemon (new resources, the incident read back from the database), send nothing.
+    for _ in range(3):
+        evaluate(sensors.alert_failed_runs, instance, database_url, alerts)
+    assert len(slack.texts()) == 1 and "B: RuntimeError: injected failure for B" in slack.texts()[0]
+    assert len(webhook.bodies) == 1 and len(mail.messages) == 1
+
+    later = alerts_config(receivers, as_of=(now + dt.timedelta(hours=5)).isoformat())
+    evaluate(sensors.alert_failed_runs, instance, database_url, later)
+    evaluate(sensors.alert_failed_runs, instance, database_url, later)
+    assert [b["status"] for b in webhook.bodies] == ["open", "reminder"]
+    assert slack.texts()[-1].startswith("[mltrading ERROR] still: market_data_job")
+
+    inject_faults("")
+    [fixed] = materialize(instance, "market_data", symbols, run_config=run_config())
+    assert fixed.success
+    evaluate(sensors.alert_failed_runs, instance, database_url, later)
+    evaluate(sensors.alert_failed_runs, instance, database_url, later)
+    assert [b["status"] for b in webhook.bodies] == ["open", "reminder", "recovered"]
+    assert mail.subjects()[-1] == "[mltrading ERROR] recovered: market_data_job: 1 run(s) failed"
+    assert len(slack.texts()) == len(mail.messages) == 3
+
+
+def test_an_error_check_names_its_symbols_with_their_numbers_until_they_pass(
+    instance, db, database_url, receivers
+):
+    _, webhook, _ = receivers
+    alerts = alerts_config(receivers)
+    symbols = ["A", "B", "C"]
+    register_partitions(instance, symbols)
+    materialize(instance, "market_data", symbols, run_config=run_config())
+    # A bar at 10:00 New York is off the hourly grid (9:30, 10:30, …): bars_on_grid, ERROR.
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO public.market_data (symbol, timestamp, source, open, high, low,"
+                " close, volume) SELECT s, '2026-11-19 15:00+00', 'synthetic', 10, 11, 9, 10, 1"
+                " FROM unnest(CAST(:symbols AS text[])) AS s"
+            ),
+            {"symbols": ["A", "B"]},
+        )
+    cursor = None
+
+    def check_and_evaluate(fixed: str | None = None):
+        nonlocal cursor
+        if fixed:
+            with db.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "DELETE FROM public.market_data WHERE symbol = :s"
+                        " AND timestamp = '2026-11-19 15:00+00'"
+                    ),
+                    {"s": fixed},
+                )
+        materialize(instance, "checks", symbols, run_config=run_config())
+        _, cursor = evaluate(sensors.alert_failed_checks, instance, database_url, alerts, cursor)
+        return [b for b in webhook.bodies if "bars_on_grid" in b["key"]]
+
+    [told] = check_and_evaluate()
+    assert told["title"] == "check bars_on_grid of market_data fails for 2 symbol(s): A, B"
+    assert "- A: " in told["text"] and "off_grid_bars=1" in told["text"]
+    assert set(told["subjects"]) == {"A", "B"}
+    assert len(check_and_evaluate(fixed="A")) == 1  # B still fails: the same incident
+    assert [b["status"] for b in check_and_evaluate(fixed="B")] == ["open", "recovered"]
+
+
+def test_a_stale_symbol_is_named_during_the_session_and_recovers(
+    instance, db, database_url, receivers
+):
+    _, webhook, _ = receivers
+    register_partitions(instance, ["A", "B"])
+    with db.begin() as conn:
+        add_symbols(conn, ["A", "B"])
+    # Loaded up to Friday's close; on Monday at 12:10 New York B is refreshed, A is not.
+    monday = "2026-11-23T17:10:00Z"
+    for symbols, as_of in ((["A", "B"], AS_OF), (["B"], monday)):
+        config = {"resources": {"source": {"config": {"kind": "synthetic", "as_of": as_of}}}}
+        for asset in ("market_data", "features"):
+            assert all(r.success for r in materialize(instance, asset, symbols, run_config=config))
+
+    weekend = alerts_config(receivers, as_of="2026-11-22T17:10:00Z")
+    result, _ = evaluate(sensors.alert_stale_data, instance, database_url, weekend, as_of=monday)
+    assert "NYSE is closed" in result.skip_message and webhook.bodies == []
+
+    alerts = alerts_config(receivers, as_of=monday)
+    evaluate(sensors.alert_stale_data, instance, database_url, alerts, as_of=monday)
+    evaluate(sensors.alert_stale_data, instance, database_url, alerts, as_of=monday)
+    titles = sorted(b["title"] for b in webhook.bodies)
+    assert titles == [
+        "feature_engineered_data: 1 symbol(s) more than 2 trading hours old: A",
+        "market_data: 1 symbol(s) more than 2 trading hours old: A",
+    ]
+    assert "A (newest 11-20 15:30)" in webhook.bodies[0]["text"]
+
+    config = {"resources": {"source": {"config": {"kind": "synthetic", "as_of": monday}}}}
+    for asset in ("market_data", "features"):
+        materialize(instance, asset, ["A"], run_config=config)
+    evaluate(sensors.alert_stale_data, instance, database_url, alerts, as_of=monday)
+    assert [b["status"] for b in webhook.bodies] == ["open", "open", "recovered", "recovered"]
+
+
+def test_a_slow_run_is_told_while_it_runs_and_when_it_ends(
+    instance, db, database_url, inject_faults, receivers
+):
+    _, webhook, _ = receivers
+    symbols = [f"S{i:02d}" for i in range(16)]
+    register_partitions(instance, symbols)
+    # No history for the job: the default expectation, 2 s, makes a run of 16 symbols of
+    # half a second each on 2 workers (4 s and more) slow.
+    alerts = alerts_config(receivers, slow_default_minutes=2 / 60)
+    inject_faults("*=slow")
+    stop = threading.Event()
+    seen_while_running = []
+
+    def watch():
+        while not stop.wait(0.5):
+            evaluate(sensors.alert_slow_runs, instance, database_url, alerts)
+            if webhook.bodies and not seen_while_running:
+                seen_while_running.append(instance.get_runs(limit=1)[0].status)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        [run] = materialize(instance, "market_data", symbols, run_config=run_config())
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen_while_running == [dg.DagsterRunStatus.STARTED]
+    evaluate(sensors.alert_slow_runs, instance, database_url, alerts)
+    assert [b["status"] for b in webhook.bodies] == ["open", "recovered"]
+    told = webhook.bodies[0]
+    assert told["title"] == f"market_data_job run {run.run_id[:8]} (S00..S15) is slow"
+    assert "more than 1.5 × the 2 s expected (the default, no history yet)" in told["text"]
+
+
+def test_a_refused_model_is_told_once(instance, db, database_url, receivers):
+    _, webhook, _ = receivers
+    alerts = alerts_config(receivers)
+    with db.begin() as conn:
+        log_model_event(conn, "run-1", "REFUSED", "4", "candidate 0.51 ≤ champion 0.52 + 0.002")
+    _, cursor = evaluate(sensors.alert_model_decisions, instance, database_url, alerts)
+    evaluate(sensors.alert_model_decisions, instance, database_url, alerts, cursor)
+    # A daemon that lost the cursor reads the last day again: the message is not repeated.
+    evaluate(sensors.alert_model_decisions, instance, database_url, alerts)
+    [told] = webhook.bodies
+    assert told["status"] == "info" and told["title"] == "model version 4: refused"
+    assert "candidate 0.51" in told["text"]
+
+
+def test_alerts_test_sends_to_every_destination(database_url, receivers, dagster_home):
+    import os
+
+    slack, webhook, mail = receivers
+    env = {
+        **os.environ,
+        "MLTRADING_ALERT_SLACK_WEBHOOK_URL": slack.url,
+        "MLTRADING_ALERT_WEBHOOK_URL": webhook.url,
+        "MLTRADING_ALERT_SMTP_HOST": "127.0.0.1",
+        "MLTRADING_ALERT_SMTP_PORT": str(mail.port),
+        "MLTRADING_ALERT_SMTP_USERNAME": MailReceiver.USER,
+        "MLTRADING_ALERT_SMTP_PASSWORD": MailReceiver.PASSWORD,
+        "MLTRADING_ALERT_EMAIL_TO": "ops@example.test",
+    }
+    done = run_cli(env, "alerts", "test")
+    assert "slack: delivered" in done.stdout and "email: delivered" in done.stdout
+    assert len(slack.texts()) == len(webhook.bodies) == len(mail.messages) == 1
+
+    env["MLTRADING_ALERT_WEBHOOK_URL"] = "http://127.0.0.1:9/nothing-listens"
+    failed = run_cli(env, "alerts", "test", check=False)
+    assert failed.returncode == 1
+    assert "webhook: NOT delivered" in failed.stdout
