@@ -4,7 +4,11 @@ clock, a slow run, a refused model; a reminder later, a "recovered" message afte
 and nothing twice when the daemon restarts (the sensors evaluated afresh, as it would)."""
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import dagster as dg
 import pandas as pd
@@ -14,6 +18,7 @@ import sqlalchemy as sa
 from mltrading_assets.db.symbols import add_symbols
 from mltrading_assets.db.system_logs import log_model_event
 from mltrading_assets.defs.alerts import sensors
+from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.lib.launching import materialize
 from mltrading_assets.lib.partitions import register_partitions
 from mltrading_assets.lib.resources import (
@@ -21,6 +26,7 @@ from mltrading_assets.lib.resources import (
     BarSourceResource,
     PostgresResource,
 )
+from mltrading_assets.paths import PROJECT_ROOT
 from mltrading_assets_tests.conftest import free_port, run_cli
 from mltrading_assets_tests.receivers import MailReceiver, WebhookReceiver
 from mltrading_assets_tests.test_dagster_runs import AS_OF, run_config
@@ -239,8 +245,6 @@ def test_a_refused_model_is_told_once(instance, db, database_url, receivers):
 
 
 def test_alerts_test_sends_to_every_destination(database_url, receivers, dagster_home):
-    import os
-
     slack, webhook, mail = receivers
     env = {
         **os.environ,
@@ -260,3 +264,79 @@ def test_alerts_test_sends_to_every_destination(database_url, receivers, dagster
     failed = run_cli(env, "alerts", "test", check=False)
     assert failed.returncode == 1
     assert "webhook: NOT delivered" in failed.stdout
+
+
+def dagster_dev(env: dict, log_path, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+        + ["-p", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log_path.open("a"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_through_the_daemon_a_failure_is_told_once_across_a_restart(
+    instance, db, tmp_path, inject_faults
+):
+    """The sensors run in the real daemon, switched on by a configured destination, and the
+    daemon's freshness evaluation shows the assets fresh once the hourly work is done."""
+    webhook = WebhookReceiver()
+    with db.begin() as conn:
+        add_symbols(conn, ["NEWA", "NEWB"])
+    inject_faults("NEWB=raise")
+    env = {
+        **os.environ,
+        "MLTRADING_SOURCE": "synthetic",
+        "MLTRADING_SYNTHETIC_AS_OF": AS_OF,
+        "MLTRADING_WORKERS": "2",
+        "MLTRADING_ALERT_WEBHOOK_URL": webhook.url,
+    }
+    log_path = tmp_path / "daemon.log"
+    daemon = dagster_dev(env, log_path, free_port())
+    try:
+        # The bars run fails for NEWB; the features run that follows it fails for NEWB too.
+        deadline = time.monotonic() + 240
+        while len(webhook.bodies) < 2 and time.monotonic() < deadline:
+            assert daemon.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(1)
+        titles = sorted(body["title"] for body in webhook.bodies)
+        assert titles == ["features_job: 1 run(s) failed", "market_data_job: 1 run(s) failed"]
+        assert "NEWB: RuntimeError: injected failure for NEWB" in webhook.bodies[0]["text"]
+
+        # A restarted daemon evaluates the sensor again and sends nothing.
+        daemon.terminate()
+        daemon.wait(60)
+        logged = len(log_path.read_text())
+        daemon = dagster_dev(env, log_path, free_port())
+        deadline = time.monotonic() + 240
+        evaluated = "Sensor alert_failed_runs skipped"
+        while evaluated not in log_path.read_text()[logged:] and time.monotonic() < deadline:
+            assert daemon.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(2)
+        assert evaluated in log_path.read_text()[logged:], log_path.read_text()[-3000:]
+        assert len(webhook.bodies) == 2
+
+        fresh = instance.get_freshness_state_records([market_data.key])
+        assert fresh[market_data.key].freshness_state.value == "PASS"
+    finally:
+        daemon.terminate()
+        daemon.wait(60)
+        webhook.stop()
+
+
+def test_a_daemon_whose_heartbeat_is_old_is_named(instance, db, database_url, receivers):
+    from dagster._daemon.types import DaemonHeartbeat
+
+    _, webhook, _ = receivers
+    instance.wipe_daemon_heartbeats()
+    now = time.time()
+    for daemon in instance.get_required_daemon_types():
+        age = 600 if daemon == "SCHEDULER" else 5
+        instance.add_daemon_heartbeat(DaemonHeartbeat(now - age, daemon, "test", errors=[]))
+    alerts = alerts_config(receivers, as_of=pd.Timestamp(now, unit="s", tz="UTC").isoformat())
+    evaluate(sensors.alert_daemon_health, instance, database_url, alerts)
+    [told] = webhook.bodies
+    assert told["title"] == "Dagster daemon SCHEDULER: last heartbeat 10 min ago"
+    instance.wipe_daemon_heartbeats()

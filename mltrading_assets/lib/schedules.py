@@ -4,6 +4,7 @@ Every tick covers all active symbols in a few ranged runs (not one run per symbo
 keys derived from the tick, so a re-evaluated tick never launches twice.
 """
 
+import datetime as dt
 import os
 from collections.abc import Callable
 
@@ -16,6 +17,19 @@ from mltrading_assets.names import RunTags
 from mltrading_assets.trading_calendar import NEW_YORK, market_hours_skip_reason
 
 Requests = dg.SkipReason | list[dg.RunRequest]
+
+
+def market_hours_freshness(minute: int) -> dg.FreshnessPolicy:
+    """Fresh when the asset was materialized in the half hour before ``minute`` past each
+    market hour (weekdays 9-16 New York), the hour its schedule serves. Dagster judges the
+    asset by its newest materialization of any partition, so this says the hourly runs are
+    happening; whether every symbol is fresh is the freshness check and the stale-data
+    alert. A cron knows no holidays: on one, the asset shows overdue until the next session."""
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=f"{minute} 9-16 * * 1-5",
+        lower_bound_delta=dt.timedelta(minutes=30),
+        timezone=NEW_YORK,
+    )
 
 
 def default_schedule_status() -> dg.DefaultScheduleStatus:

@@ -4,12 +4,14 @@ import dagster as dg
 
 from mltrading_assets.lib.partitions import market_asset
 from mltrading_assets.lib.resources import BarSourceResource, PostgresResource, ProcessingResource
+from mltrading_assets.lib.schedules import market_hours_freshness
 from mltrading_assets.lib.symbol_batch import materialize_partitions
 from mltrading_assets.names import BAR_SOURCE_POOL
 from mltrading_assets.workers.bar_task import load_market_data
 
 
 @market_asset(
+    freshness_policy=market_hours_freshness(20),
     # One market_data step at a time across all runs (pool limit in dagster.yaml), each with
     # `max_concurrent_requests` single-request workers: Yahoo never sees more than 5 fetches.
     pool=BAR_SOURCE_POOL,
