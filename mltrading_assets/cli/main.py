@@ -134,6 +134,65 @@ def db_stop() -> None:
     click.echo("stopped" if stop_embedded_postgres() else "the embedded server was not running")
 
 
+def _artifact_dir() -> Path:
+    from mltrading_assets.lib.resources import ModelingResource
+
+    return ModelingResource(home=os.environ.get("MLTRADING_HOME", "")).folder() / "mlflow-artifacts"
+
+
+@db.command("backup")
+@click.option(
+    "--schema",
+    "schemas",
+    type=click.Choice(["public", "dagster", "mlflow", "all"]),
+    multiple=True,
+    default=["all"],
+    show_default=True,
+    help="What to back up: the application's tables (public), Dagster's runs and event log "
+    "(dagster), the model registry (mlflow, with the model files); repeatable.",
+)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def db_backup(schemas: tuple[str, ...], folder: Path) -> None:
+    """Back up into FOLDER (new or empty): one pg_dump file per schema, custom format, and
+    a manifest of the versions that took it."""
+    from mltrading_assets.db.backup import BackupError, backup, existing_schemas
+
+    url = env.environment()
+    with env.connection(url) as conn:
+        present = existing_schemas(conn)
+    chosen = present if "all" in schemas else list(dict.fromkeys(schemas))
+    try:
+        manifest = backup(url, chosen, folder, _artifact_dir())
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    for schema, name in manifest["schemas"].items():
+        size = (folder / name).stat().st_size / 1e6
+        click.echo(f"{schema}: {folder / name} ({size:.1f} MB)")
+    if "model_artifacts" in manifest:
+        click.echo(f"model files: {folder / manifest['model_artifacts']['file']}")
+    click.echo(f"taken with {manifest['pg_dump']} from PostgreSQL {manifest['server_version']}")
+
+
+@db.command("restore")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def db_restore(folder: Path) -> None:
+    """Restore a backup from FOLDER into the configured database, which must be empty
+    (point MLTRADING_DATABASE_URL at a new one)."""
+    from mltrading_assets.db.backup import BackupError, restore
+    from mltrading_assets.db.engine import redacted
+
+    url = env.environment()
+    try:
+        manifest = restore(url, folder)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    env.init_schema(url)  # tables added since the backup was taken
+    click.echo(
+        f"restored {', '.join(manifest['schemas'])} (taken {manifest['taken_at']}) into "
+        f"{redacted(url)}"
+    )
+
+
 # --- symbols ------------------------------------------------------------------------------
 
 

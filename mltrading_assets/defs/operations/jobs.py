@@ -5,20 +5,33 @@
   as a materialization of its own partitions of both assets.
 - ``retention_job``: delete old Dagster runs (and with them their event logs) without losing
   the latest materialization of any partition, which deleting its run would erase.
+- ``backup_job``: every schema and the model files into a dated folder (nightly when its
+  schedule is switched on).
 """
 
 import datetime as dt
+import os
+import shutil
+from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
+from mltrading_assets.db.backup import backup, existing_schemas
 from mltrading_assets.db.symbols import active_symbols
 from mltrading_assets.defs.features.assets import feature_engineered_data
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.lib.partitions import register_partitions
 from mltrading_assets.lib.ranged_runs import MAX_RUNTIME_TAGS
-from mltrading_assets.lib.resources import BarSourceResource, PostgresResource, ProcessingResource
+from mltrading_assets.lib.resources import (
+    BarSourceResource,
+    ModelingResource,
+    PostgresResource,
+    ProcessingResource,
+)
 from mltrading_assets.lib.symbol_batch import process_symbols, raise_for_failures
 from mltrading_assets.names import BAR_SOURCE_POOL
+from mltrading_assets.paths import project_home
 from mltrading_assets.workers.bar_task import load_market_data
 from mltrading_assets.workers.feature_task import build_features
 from mltrading_assets.workers.isolation import SymbolOutcome
@@ -139,3 +152,43 @@ def delete_expired_runs(context: dg.OpExecutionContext, config: RetentionConfig)
 @dg.job(description="Delete old run history (default: older than 30 days).")
 def retention_job() -> None:
     delete_expired_runs()
+
+
+class BackupConfig(dg.Config):
+    folder: str = Field(
+        default="",
+        description="where dated backups go (empty: MLTRADING_BACKUP_DIR, else .mltrading/backups)",
+    )
+    keep: int = Field(default=7, description="backups kept; older ones are deleted")
+
+
+@dg.op(
+    description="Back up every schema (public, dagster, mlflow with the model files) into a "
+    "dated folder, as `mltrading db backup` does, and keep the newest `keep`."
+)
+def back_up_database(
+    context: dg.OpExecutionContext,
+    config: BackupConfig,
+    database: PostgresResource,
+    modeling: ModelingResource,
+) -> None:
+    root = Path(
+        config.folder or os.environ.get("MLTRADING_BACKUP_DIR") or project_home() / "backups"
+    )
+    target = root / dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    with database.connection() as conn:
+        schemas = existing_schemas(conn)
+    manifest = backup(database.url, schemas, target, modeling.folder() / "mlflow-artifacts")
+    sizes = {name: (target / name).stat().st_size for name in manifest["schemas"].values()}
+    kept = sorted(p for p in root.iterdir() if (p / "manifest.json").exists())
+    for old in kept[: max(len(kept) - config.keep, 0)]:
+        shutil.rmtree(old)
+    context.log.info(
+        f"backed up {', '.join(manifest['schemas'])} into {target} "
+        f"({sum(sizes.values()) / 1e6:.1f} MB); {min(len(kept), config.keep)} backup(s) kept"
+    )
+
+
+@dg.job(description="Back up the database and the model files (scheduled nightly when on).")
+def backup_job() -> None:
+    back_up_database()
