@@ -122,6 +122,8 @@ def session_instance(dagster_home) -> dg.DagsterInstance:
 def instance(session_instance, db) -> dg.DagsterInstance:
     """A real Dagster instance on PostgreSQL, wiped, with no symbol partitions."""
     session_instance.wipe()
+    # A daemon an earlier test ran must not look alive to this one.
+    session_instance.wipe_daemon_heartbeats()
     for key in session_instance.get_dynamic_partitions("symbols"):
         session_instance.delete_dynamic_partition("symbols", key)
     return session_instance

@@ -107,6 +107,15 @@ def gate_results(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetChec
     return [r.event_log_entry.dagster_event.event_specific_data for r in records]
 
 
+def prediction_versions(db) -> list[str]:
+    with db.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text("SELECT DISTINCT model_version FROM public.model_predictions")
+            ).scalars()
+        )
+
+
 def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follow(
     instance, db, home, database_url, monkeypatch
 ):
@@ -176,6 +185,9 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
     rolled = CliRunner().invoke(main, ["models", "rollback", "--reason", "v2 misbehaves live"])
     assert rolled.exit_code == 0, rolled.output
     assert "champion: version 1 (was 2)" in rolled.output
+    # No daemon runs here: the command itself moved the predictions to the new champion.
+    assert "predictions: 3 symbols in 1 run(s)" in rolled.output
+    assert prediction_versions(db) == ["1"]
     assert registry.by_alias(CHAMPION).version == "1"
     assert system_log(db)[-1] == (
         "ROLLED_BACK",
@@ -215,3 +227,5 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
     assert trained.exit_code == 0, trained.output
     assert re.search(r"promoted: roc_auc \S+ beats champion \S+ by", trained.output), trained.output
     assert registry.by_alias(CHAMPION).version == "4"
+    assert "predictions: 3 symbols in 1 run(s)" in trained.output
+    assert prediction_versions(db) == ["4"]

@@ -66,6 +66,7 @@ def train() -> None:
 
     url = env.ready_environment()
     env.quiet_dagster_warnings()
+    before = _registry(url).by_alias(ModelAliases.CHAMPION)
     with env.instance() as instance:
         run = train_models(instance)
         evaluated = latest_metadata(instance, model_evaluation.key)
@@ -77,16 +78,45 @@ def train() -> None:
         ]
     champion_info = _registry(url).by_alias(ModelAliases.CHAMPION)
     click.echo(f"run {run.run_id}: {'ok' if run.success else 'FAILED'}")
+    changed = champion_info is not None and champion_info.version != (
+        before.version if before else None
+    )
     if evaluated:
         click.echo(f"candidate: version {evaluated['candidate_version']}")
     for gate in gates:
         verdict = "promoted" if gate.passed else "not promoted"
         click.echo(f"{verdict}: {gate.description}")
     click.echo(f"champion: version {champion_info.version if champion_info else 'none'}")
+    if changed:
+        _predict_with_champion(url)
     if not run.success:
         if not gates:
             click.echo("a step failed before the gate: see the run in the UI", err=True)
         raise SystemExit(1)
+
+
+def _predict_with_champion(url: str) -> None:
+    """Predictions follow a new champion: the daemon's promotion sensor does it when a daemon
+    runs; without one, this command does it now (else they stay on the old model)."""
+    from mltrading_assets.db.symbols import active_symbols
+    from mltrading_assets.lib.launching import predict_with_new_champion
+    from mltrading_assets.lib.partitions import partitions_among
+
+    with env.connection(url) as conn:
+        names = active_symbols(conn)
+    with env.instance() as instance:
+        symbols = partitions_among(instance, names).symbols
+        if not symbols:
+            return
+        runs = predict_with_new_champion(instance, symbols)
+    if runs is None:
+        click.echo("predictions: the running daemon predicts every active symbol with it")
+        return
+    failed = sum(1 for run in runs if not run.success)
+    click.echo(
+        f"predictions: {len(symbols)} symbols in {len(runs)} run(s)"
+        + (f", {failed} failed: see them in the UI" if failed else "")
+    )
 
 
 def _set_champion(url: str, version: str, status: str, reason: str) -> None:
@@ -119,6 +149,7 @@ def _set_champion(url: str, version: str, status: str, reason: str) -> None:
             )
         )
     click.echo(f"champion: version {version} (was {replaced})")
+    _predict_with_champion(url)
 
 
 @models.command()

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -233,6 +234,35 @@ def _interrupt_children_on(*errors: type[BaseException]):
 
 def has_champion(instance: dg.DagsterInstance) -> bool:
     return instance.get_latest_materialization_event(dg.AssetKey(CHAMPION_MODEL_ASSET)) is not None
+
+
+# A sensor daemon that beat this recently is taken to be running.
+DAEMON_ALIVE_S = 120.0
+PREDICT_ON_PROMOTION_SENSOR = "predictions_after_promotion"
+
+
+def daemon_predicts_on_promotion(instance: dg.DagsterInstance) -> bool:
+    """Whether a running daemon will predict every symbol with a new champion by itself:
+    its sensor daemon beat within ``DAEMON_ALIVE_S`` and the promotion sensor is not off."""
+    from dagster._core.scheduler.instigation import InstigatorStatus
+
+    beat = instance.get_daemon_heartbeats().get("SENSOR")
+    if beat is None or time.time() - beat.timestamp > DAEMON_ALIVE_S:
+        return False
+    states = [
+        state
+        for state in instance.all_instigator_state()
+        if state.instigator_name == PREDICT_ON_PROMOTION_SENSOR
+    ]
+    return not any(state.status == InstigatorStatus.STOPPED for state in states)
+
+
+def predict_with_new_champion(instance: dg.DagsterInstance, symbols: list[str]):
+    """After a champion changed outside a run (a command): predictions for ``symbols`` now,
+    unless a running daemon's promotion sensor does it (None then)."""
+    if daemon_predicts_on_promotion(instance):
+        return None
+    return materialize(instance, "predictions", symbols)
 
 
 def materialize_symbols(
