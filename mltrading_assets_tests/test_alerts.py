@@ -326,17 +326,59 @@ def test_through_the_daemon_a_failure_is_told_once_across_a_restart(
         webhook.stop()
 
 
-def test_a_daemon_whose_heartbeat_is_old_is_named(instance, db, database_url, receivers):
+def failing_sensor(instance: dg.DagsterInstance, name: str, failures: int) -> None:
+    """``name`` as the daemon records a sensor whose last ``failures`` ticks raised."""
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.remote_origin import RemoteInstigatorOrigin
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        TickData,
+        TickStatus,
+    )
+    from dagster._utils.error import SerializableErrorInfo
+
+    from mltrading_assets.lib.launching import workspace_origin
+
+    origin = RemoteInstigatorOrigin(workspace_origin("features_job").repository_origin, name)
+    state = instance.add_instigator_state(
+        InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.RUNNING)
+    )
+    for at in range(failures):
+        instance.create_tick(
+            TickData(
+                instigator_origin_id=state.instigator_origin_id,
+                instigator_name=name,
+                instigator_type=InstigatorType.SENSOR,
+                status=TickStatus.FAILURE,
+                timestamp=time.time() - 60 * (failures - at),
+                selector_id=state.selector_id,
+                error=SerializableErrorInfo("KeyError: 'symbol'", [], "KeyError"),
+            )
+        )
+
+
+def test_an_old_heartbeat_and_a_sensor_that_keeps_failing_are_named(
+    instance, db, database_url, receivers
+):
     from dagster._daemon.types import DaemonHeartbeat
 
     _, webhook, _ = receivers
-    instance.wipe_daemon_heartbeats()
+    instance.wipe_all_schedules()  # ticks a daemon of an earlier test recorded
     now = time.time()
     for daemon in instance.get_required_daemon_types():
         age = 600 if daemon == "SCHEDULER" else 5
         instance.add_daemon_heartbeat(DaemonHeartbeat(now - age, daemon, "test", errors=[]))
+    failing_sensor(instance, "features_after_market_data", failures=3)
+    failing_sensor(instance, "log_failed_runs", failures=2)  # not yet "keeps failing"
     alerts = alerts_config(receivers, as_of=pd.Timestamp(now, unit="s", tz="UTC").isoformat())
-    evaluate(sensors.alert_daemon_health, instance, database_url, alerts)
-    [told] = webhook.bodies
-    assert told["title"] == "Dagster daemon SCHEDULER: last heartbeat 10 min ago"
-    instance.wipe_daemon_heartbeats()
+    try:
+        evaluate(sensors.alert_daemon_health, instance, database_url, alerts)
+    finally:
+        instance.wipe_daemon_heartbeats()
+        instance.wipe_all_schedules()
+    assert sorted(b["title"] for b in webhook.bodies) == [
+        "Dagster daemon SCHEDULER: last heartbeat 10 min ago",
+        "sensor features_after_market_data: the last 3 ticks failed",
+    ]
+    assert any("KeyError: 'symbol'" in b["text"] for b in webhook.bodies)

@@ -2,6 +2,7 @@
 that beats the baselines becomes champion, a better one replaces it, a worse one is refused
 by the blocking gate, and predictions follow the champion."""
 
+import datetime as dt
 import re
 
 import dagster as dg
@@ -19,6 +20,7 @@ from mltrading_assets.defs.models.sensors import (
     predictions_after_promotion,
 )
 from mltrading_assets.features.contract import CORE_COLUMNS, INTEGER_COLUMNS
+from mltrading_assets.lib.alert_conditions import failed_runs
 from mltrading_assets.lib.launching import materialize, train_models
 from mltrading_assets.lib.partitions import register_partitions
 from mltrading_assets.lib.resources import PostgresResource
@@ -156,6 +158,9 @@ def test_better_candidates_are_promoted_worse_ones_refused_and_predictions_follo
     logged = system_log(db)
     assert [status for status, _ in logged] == ["PROMOTED", "PROMOTED", "REFUSED"]
     assert logged[2][1].startswith("version 3 not promoted: roc_auc ")
+    # A refusal is news (alert_model_decisions), not a failed run to alert on.
+    now = pd.Timestamp.now(tz="UTC")
+    assert failed_runs(instance, now, dt.timedelta(hours=1), lambda run_id: run_id) == []
 
     # Predictions: one row per active symbol, for its newest bar, from the champion.
     with db.begin() as conn:

@@ -32,10 +32,17 @@ def _job(run: dg.DagsterRun) -> str:
     return "asset materialization (UI)" if run.job_name == "__ASSET_JOB" else run.job_name
 
 
-def _failed_symbols(instance: dg.DagsterInstance, run_id: str) -> tuple[dict, list[str]]:
-    """The symbols a run's steps named as failed, with their reasons, and the steps' errors."""
+# The promotion gate refuses a model by failing its blocking check, and so its run: that is
+# alert_model_decisions' news (INFO), not a failure.
+GATE_REFUSAL = "promotion_gate"
+
+
+def _failed_symbols(instance: dg.DagsterInstance, run_id: str) -> tuple[dict, list[str]] | None:
+    """The symbols a run's steps named as failed, with their reasons, and the other steps'
+    errors; None when the only failure is the promotion gate refusing a model."""
     symbols: dict[str, str] = {}
     errors = []
+    refusals = 0
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     for record in records:
         failure = record.event_log_entry.dagster_event.step_failure_data
@@ -43,8 +50,16 @@ def _failed_symbols(instance: dg.DagsterInstance, run_id: str) -> tuple[dict, li
         named = user.metadata.get("failed_symbols") if user else None
         if named is not None:
             symbols.update(named.value)
+        elif (
+            failure.error
+            and failure.error.cls_name == "DagsterAssetCheckFailedError"
+            and (GATE_REFUSAL in failure.error.message)
+        ):
+            refusals += 1
         elif failure.error:
             errors.append(f"{record.event_log_entry.step_key}: {failure.error.message.strip()}")
+    if refusals and not symbols and not errors:
+        return None
     return symbols, errors
 
 
@@ -66,15 +81,16 @@ def failed_runs(
     for record in sorted(records, key=lambda r: r.create_timestamp):
         run = record.dagster_run
         latest[(run.job_name, partitions_label(run))] = run
-    failing: dict[str, list[dg.DagsterRun]] = defaultdict(list)
+    failing: dict[str, list[tuple[dg.DagsterRun, tuple]]] = defaultdict(list)
     for run in latest.values():
         if run.status == dg.DagsterRunStatus.FAILURE:
-            failing[run.job_name].append(run)
+            failed = _failed_symbols(instance, run.run_id)
+            if failed is not None:
+                failing[run.job_name].append((run, failed))
     conditions = []
     for job_name, runs in sorted(failing.items()):
         lines, subjects = [], {}
-        for run in runs:
-            symbols, errors = _failed_symbols(instance, run.run_id)
+        for run, (symbols, errors) in runs:
             label = partitions_label(run) or "no partitions"
             what = (
                 f"{len(symbols)} symbol(s) failed: "
@@ -84,7 +100,7 @@ def failed_runs(
             )
             lines.append(f"- run {run.run_id[:8]} ({label}): {what}\n  {link(run.run_id)}")
             subjects[run.run_id] = {"partitions": label, "failed_symbols": symbols}
-        job = _job(runs[0])
+        job = _job(runs[0][0])
         conditions.append(
             Condition(
                 key=f"run_failed:{job_name}",
