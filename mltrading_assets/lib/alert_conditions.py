@@ -122,11 +122,16 @@ def _numbers(evaluation: dg.AssetCheckEvaluation) -> dict:
 
 
 def failed_checks(
-    instance: dg.DagsterInstance, cursor: int | None, state: dict[str, dict], limit: int = 5000
+    instance: dg.DagsterInstance,
+    cursor: int | None,
+    state: dict[str, dict],
+    since: pd.Timestamp,
+    limit: int = 5000,
 ) -> tuple[list[Condition], int | None]:
     """ERROR-severity check failures by check, updated from the evaluations recorded since
-    ``cursor``: a symbol's failing evaluation adds it to its check's incident, a later
-    passing one removes it. ``state`` is the open incidents' symbols."""
+    ``cursor`` (the first time: since ``since``, not the whole event log): a symbol's failing
+    evaluation adds it to its check's incident, a later passing one removes it. ``state`` is
+    the open incidents' symbols. At most ``limit`` evaluations a call: the rest next time."""
     from dagster._core.event_api import EventRecordsFilter
 
     with warnings.catch_warnings():
@@ -134,7 +139,9 @@ def failed_checks(
         warnings.simplefilter("ignore")
         records = instance.get_event_records(
             EventRecordsFilter(
-                event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=cursor
+                event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                after_cursor=cursor,
+                after_timestamp=since.timestamp() if cursor is None else None,
             ),
             limit=limit,
             ascending=True,

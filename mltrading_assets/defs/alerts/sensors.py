@@ -82,7 +82,8 @@ def alert_failed_checks(context, database: PostgresResource, alerts: AlertsResou
     with database.connection() as conn:
         state = open_incidents(conn, "check_failed")
     cursor = int(context.cursor) if context.cursor else None
-    active, cursor = conditions.failed_checks(context.instance, cursor, state)
+    since = alerts.now() - LOOKBACK
+    active, cursor = conditions.failed_checks(context.instance, cursor, state, since)
     outcome = _reconcile(context, database, alerts, "check_failed", active)
     if cursor is not None:
         context.update_cursor(str(cursor))
