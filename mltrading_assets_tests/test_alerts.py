@@ -91,7 +91,7 @@ def test_a_failed_run_is_told_once_everywhere_then_reminded_then_recovered(
     assert "market_data_job: 1 run(s) failed" in told["title"]
     assert "B: RuntimeError: injected failure for B" in told["text"]
     assert f"http://ui.example.test/runs/{failed.run_id}" in told["text"]
-    failed_symbols = told["subjects"][failed.run_id]["failed_symbols"]
+    failed_symbols = told["subjects"]["A..C"]["failed_symbols"]
     assert failed_symbols == {"B": "B: RuntimeError: injected failure for B"}
     assert mail.subjects() == ["[mltrading ERROR] market_data_job: 1 run(s) failed"]
 
@@ -102,20 +102,31 @@ def test_a_failed_run_is_told_once_everywhere_then_reminded_then_recovered(
     assert len(slack.texts()) == 1 and "B: RuntimeError: injected failure for B" in slack.texts()[0]
     assert len(webhook.bodies) == 1 and len(mail.messages) == 1
 
+    # The same symbols failing again are the same news; other symbols failing are told at once.
+    assert not materialize(instance, "market_data", symbols, run_config=run_config())[0].success
+    evaluate(sensors.alert_failed_runs, instance, database_url, alerts)
+    register_partitions(instance, ["D"])
+    inject_faults("B=raise,D=raise")
+    assert not materialize(instance, "market_data", ["D"], run_config=run_config())[0].success
+    evaluate(sensors.alert_failed_runs, instance, database_url, alerts)
+    assert [b["status"] for b in webhook.bodies] == ["open", "update"]
+    assert "D: RuntimeError: injected failure for D" in webhook.bodies[-1]["text"]
+    assert webhook.bodies[-1]["title"] == "market_data_job: 2 run(s) failed"
+
     later = alerts_config(receivers, as_of=(now + dt.timedelta(hours=5)).isoformat())
     evaluate(sensors.alert_failed_runs, instance, database_url, later)
     evaluate(sensors.alert_failed_runs, instance, database_url, later)
-    assert [b["status"] for b in webhook.bodies] == ["open", "reminder"]
+    assert [b["status"] for b in webhook.bodies] == ["open", "update", "reminder"]
     assert slack.texts()[-1].startswith("[mltrading ERROR] still: market_data_job")
 
     inject_faults("")
-    [fixed] = materialize(instance, "market_data", symbols, run_config=run_config())
-    assert fixed.success
+    for fixed in (symbols, ["D"]):
+        assert materialize(instance, "market_data", fixed, run_config=run_config())[0].success
     evaluate(sensors.alert_failed_runs, instance, database_url, later)
     evaluate(sensors.alert_failed_runs, instance, database_url, later)
-    assert [b["status"] for b in webhook.bodies] == ["open", "reminder", "recovered"]
-    assert mail.subjects()[-1] == "[mltrading ERROR] recovered: market_data_job: 1 run(s) failed"
-    assert len(slack.texts()) == len(mail.messages) == 3
+    assert [b["status"] for b in webhook.bodies] == ["open", "update", "reminder", "recovered"]
+    assert mail.subjects()[-1] == "[mltrading ERROR] recovered: market_data_job: 2 run(s) failed"
+    assert len(slack.texts()) == len(mail.messages) == 4
 
 
 def test_an_error_check_names_its_symbols_with_their_numbers_until_they_pass(

@@ -23,7 +23,8 @@ class DeliveryError(RuntimeError):
 
 @dataclass(frozen=True)
 class Message:
-    """One message about one incident: ``status`` is open, reminder, recovered or info."""
+    """One message about one incident: ``status`` is open, update (it grew), reminder,
+    recovered or info."""
 
     key: str
     kind: str
@@ -35,7 +36,13 @@ class Message:
 
     @property
     def headline(self) -> str:
-        prefix = {"open": "", "reminder": "still: ", "recovered": "recovered: ", "info": ""}
+        prefix = {
+            "open": "",
+            "update": "more: ",
+            "reminder": "still: ",
+            "recovered": "recovered: ",
+            "info": "",
+        }
         return f"[mltrading {self.severity}] {prefix[self.status]}{self.title}"
 
     def text(self) -> str:

@@ -66,11 +66,13 @@ def reconcile(
     destinations: Destinations,
     now: dt.datetime,
     reminder: dt.timedelta,
+    update_on_new_subjects: bool = False,
 ) -> list[Sent]:
     """Bring the incidents of ``kind`` in line with the conditions ``active`` now, then send
     what is owed. A key seen for the first time (or again after it cleared) opens an
     incident; one still open past ``reminder`` since its last message is reminded; an open
-    one no longer active has recovered."""
+    one no longer active has recovered. With ``update_on_new_subjects``, an open incident
+    that gained a subject (another failed run) says so at once, rather than at the reminder."""
     rows = _open_rows(conn, kind)
     seen = set()
     for condition in active:
@@ -81,6 +83,12 @@ def reconcile(
             owed["notified_at"] = None
         elif row.pending is None and row.notified_at and now - row.notified_at >= reminder:
             owed = {"pending": "reminder", "delivered": []}
+        elif (
+            update_on_new_subjects
+            and row.pending is None
+            and set(condition.subjects) - set(row.subjects)
+        ):
+            owed = {"pending": "update", "delivered": []}
         else:
             owed = {}  # still open, already told: keep what it owes, refresh what it says
         _upsert(conn, kind, condition, now, **owed)

@@ -99,7 +99,8 @@ def failed_runs(
                 else " | ".join(e[:300] for e in errors) or "the run failed"
             )
             lines.append(f"- run {run.run_id[:8]} ({label}): {what}\n  {link(run.run_id)}")
-            subjects[run.run_id] = {"partitions": label, "failed_symbols": symbols}
+            # By range: the same symbols failing again next hour are the same news.
+            subjects[label] = {"run_id": run.run_id, "failed_symbols": symbols}
         job = _job(runs[0][0])
         conditions.append(
             Condition(

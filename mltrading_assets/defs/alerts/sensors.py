@@ -41,7 +41,9 @@ def _outcome(context: dg.SensorEvaluationContext, sent: list[Sent], open_count: 
     )
 
 
-def _reconcile(context, database: PostgresResource, alerts: AlertsResource, kind, active):
+def _reconcile(
+    context, database: PostgresResource, alerts: AlertsResource, kind, active, **options
+):
     with database.connection() as conn:
         sent = reconcile(
             conn,
@@ -50,6 +52,7 @@ def _reconcile(context, database: PostgresResource, alerts: AlertsResource, kind
             alerts.destinations(),
             alerts.now().to_pydatetime(),
             dt.timedelta(hours=alerts.reminder_hours),
+            **options,
         )
     return _outcome(context, sent, len(active))
 
@@ -70,7 +73,8 @@ def alert_sensor(name: str, description: str, interval: int = 30):
 )
 def alert_failed_runs(context, database: PostgresResource, alerts: AlertsResource):
     active = conditions.failed_runs(context.instance, alerts.now(), LOOKBACK, alerts.run_link)
-    return _reconcile(context, database, alerts, "run_failed", active)
+    # Every failed run is news: one that fails while its job's incident is open says so.
+    return _reconcile(context, database, alerts, "run_failed", active, update_on_new_subjects=True)
 
 
 @alert_sensor(
