@@ -369,3 +369,70 @@ def test_the_bar_task_says_what_it_filled_left_open_and_could_not_find():
     done = Written(UpsertCounts(0, 0), pd.DataFrame(), gaps, 0, starts[:0])
     empty = describe("AAPL", "yahoo", window, nothing, done)
     assert "yahoo has no bars for AAPL" in empty[MetadataKeys.NO_BARS]
+
+
+def test_checks_write_their_evaluations_in_batches(instance, db):
+    """A check step's per-symbol evaluations go to the event log in batches
+    (lib.dagster_storage, a Dagster internal path): each execution its run planned ends
+    SUCCEEDED or FAILED exactly as Dagster's own one-by-one write leaves it, pointing at its
+    own evaluation event, so the UI shows each symbol's result."""
+    from mltrading_assets.defs.market_data.assets import market_data
+    from mltrading_assets.lib.launching import materialize
+    from mltrading_assets.lib.partitions import register_partitions
+    from mltrading_assets_tests.test_dagster_runs import run_config
+    from mltrading_assets_tests.test_operations import MARKET_DATA_CHECKS
+
+    symbols = ["A", "B", "C"]
+    register_partitions(instance, symbols)
+    materialize(instance, "market_data", symbols, run_config=run_config())
+    with db.begin() as conn:  # a bar at 10:00 New York is off the hourly grid
+        conn.exec_driver_sql(
+            "INSERT INTO public.market_data (symbol, timestamp, source, open, high, low, close,"
+            " volume) VALUES ('B', '2026-11-19 15:00+00', 'synthetic', 10, 11, 9, 10, 1)"
+        )
+    [run] = materialize(instance, "checks", symbols, run_config=run_config())
+    storage = instance.event_log_storage
+    key = dg.AssetCheckKey(market_data.key, "bars_on_grid")
+    records = [r for r in storage.get_asset_check_execution_history(key, limit=20)]
+    by_symbol = {r.partition: r for r in records if r.run_id == run.run_id}
+    assert {s: r.status.value for s, r in by_symbol.items() if s} == {
+        "A": "SUCCEEDED",
+        "B": "FAILED",
+        "C": "SUCCEEDED",
+    }
+    for symbol in symbols:
+        evaluation = by_symbol[symbol].event.dagster_event.asset_check_evaluation_data
+        assert evaluation.partition == symbol
+        assert evaluation.metadata["off_grid_bars"].value == (1 if symbol == "B" else 0)
+    # No check of the run is left "planned", and every symbol of every check has its event.
+    with db.connect() as conn:
+        left = conn.exec_driver_sql(
+            "SELECT execution_status, count(*), count(evaluation_event_storage_id) "
+            "FROM dagster.asset_check_executions WHERE run_id = %(run)s AND partition IS NOT NULL "
+            "GROUP BY 1",
+            {"run": run.run_id},
+        ).all()
+    assert {status for status, _, _ in left} <= {"SUCCEEDED", "FAILED"}
+    assert all(rows == with_event for _, rows, with_event in left)
+    assert sum(rows for _, rows, _ in left) == len(MARKET_DATA_CHECKS) * 3 + 2 * 3
+
+    # The storage's batch path itself (the instance falls back to one-by-one writes if it
+    # raised, which would hide a break after a Dagster upgrade): the run's evaluations of one
+    # check, written again as one batch over executions reset to planned, end as before.
+    entries = [by_symbol[s].event for s in symbols]
+    with db.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE dagster.asset_check_executions SET execution_status = 'PLANNED', "
+            "evaluation_event = NULL, evaluation_event_storage_id = NULL "
+            "WHERE run_id = %(run)s AND check_name = 'bars_on_grid'",
+            {"run": run.run_id},
+        )
+    storage.store_event_batch(entries)
+    again = storage.get_asset_check_execution_history(key, limit=20)
+    assert {
+        r.partition: r.status.value for r in again if r.run_id == run.run_id and r.partition
+    } == {
+        "A": "SUCCEEDED",
+        "B": "FAILED",
+        "C": "SUCCEEDED",
+    }

@@ -1,4 +1,4 @@
-"""Per-partition materializations, written to the event log in batches.
+"""Per-partition materializations and check evaluations, written to the event log in batches.
 
 A run records one materialization per symbol, each with its own metadata. Logged one by one
 (``context.log_event``), each costs an INSERT, a NOTIFY and an index transaction, committed
@@ -15,6 +15,7 @@ import dagster as dg
 from dagster._core.events import (
     DagsterEvent,
     DagsterEventBatchMetadata,
+    DagsterEventType,
     generate_event_batch_id,
 )
 
@@ -64,3 +65,28 @@ class MaterializationBatches:
             # As log_event does: the step yields these events once the body returns control.
             self._context._events.append(event)  # noqa: SLF001
         self._pending = []
+
+
+def log_check_evaluations(
+    context: dg.OpExecutionContext,
+    evaluations: list[dg.AssetCheckEvaluation],
+    batch_size: int = 100,
+) -> None:
+    """Log a check's per-symbol evaluations as ``log_event`` would, ``batch_size`` to a
+    batch: ``lib.dagster_storage`` writes a batch in three statements instead of three
+    committed round trips per evaluation, the bulk of a check step's time."""
+    step_context = context._step_execution_context  # noqa: SLF001
+    for start in range(0, len(evaluations), batch_size):
+        chunk = evaluations[start : start + batch_size]
+        batch_id = generate_event_batch_id()
+        for i, evaluation in enumerate(chunk):
+            event = DagsterEvent.from_step(
+                event_type=DagsterEventType.ASSET_CHECK_EVALUATION,
+                step_context=step_context,
+                event_specific_data=evaluation,
+                message=f"Asset check '{evaluation.check_name}' on "
+                f"'{evaluation.asset_key.to_user_string()}' "
+                + ("passed." if evaluation.passed else "did not pass."),
+                batch_metadata=DagsterEventBatchMetadata(batch_id, i == len(chunk) - 1),
+            )
+            context._events.append(event)  # noqa: SLF001

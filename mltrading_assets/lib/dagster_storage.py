@@ -6,6 +6,7 @@ of Dagster's tables into ``dagster``, and this class derives that URL from
 under ``storage: custom:``.
 """
 
+import datetime as dt
 import logging
 import os
 from collections.abc import Sequence
@@ -13,9 +14,11 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from dagster import DagsterEventType, Field, StringSource
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.config import pg_config
 from dagster._core.storage.event_log import SqlEventLogStorageTable
-from dagster._serdes import ConfigurableClassData
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
@@ -118,6 +121,9 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
         self._engine.dispose()
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        if events and all(_is_run_check_evaluation(event) for event in events):
+            self._store_check_evaluations(events)
+            return
         planned = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
         if not events or any(event.dagster_event_type != planned for event in events):
             super().store_event_batch(events)
@@ -133,6 +139,92 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
         with self.index_transaction() as conn:
             for event, event_id in last_by_asset.values():
                 self._store_asset_event(conn, event, event_id)
+
+    def _store_check_evaluations(self, events: Sequence[EventLogEntry]) -> None:
+        """A batch of a run's check evaluations (one per symbol partition) in three
+        statements: the events in one INSERT, the executions their run planned updated in
+        one UPDATE … FROM VALUES, and an execution nobody planned inserted. Dagster 1.13.27
+        writes each evaluation alone (INSERT, NOTIFY, UPDATE, each committed, ~5 ms): 80,000
+        an hour at 10,000 symbols. Mirrors ``SqlEventLogStorage._update_asset_check_evaluation``
+        row for row; test_checks_write_their_evaluations_in_batches pins it."""
+        with self._connect() as conn:
+            result = conn.execute(
+                self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
+            )
+            event_ids = [int(row[0]) for row in result.fetchall()]
+        rows = [
+            _execution_row(event, event_id)
+            for event, event_id in zip(events, event_ids, strict=True)
+        ]
+        table = AssetCheckExecutionsTable
+        values = sa.values(
+            *(sa.column(name, table.c[name].type) for name in _EXECUTION_COLUMNS), name="v"
+        ).data([tuple(row[name] for name in _EXECUTION_COLUMNS) for row in rows])
+        with self.index_transaction() as conn:
+            updated = conn.execute(
+                table.update()
+                .where(
+                    table.c.asset_key == values.c.asset_key,
+                    table.c.check_name == values.c.check_name,
+                    table.c.run_id == values.c.run_id,
+                    table.c.partition.is_not_distinct_from(values.c.partition),
+                )
+                # Cast: a column of NULLs in VALUES is text to PostgreSQL.
+                .values(
+                    {
+                        name: sa.cast(values.c[name], table.c[name].type)
+                        for name in _EXECUTION_COLUMNS[4:]
+                    }
+                )
+                .returning(table.c.evaluation_event_storage_id)
+            )
+            done = {row[0] for row in updated}
+            missing = [row for row in rows if row["evaluation_event_storage_id"] not in done]
+            if missing:
+                conn.execute(table.insert(), missing)
+
+
+# What identifies a planned execution, then what its evaluation sets.
+_EXECUTION_COLUMNS = (
+    "asset_key",
+    "check_name",
+    "run_id",
+    "partition",
+    "execution_status",
+    "evaluation_event",
+    "evaluation_event_timestamp",
+    "evaluation_event_storage_id",
+    "materialization_event_storage_id",
+)
+
+
+def _is_run_check_evaluation(event: EventLogEntry) -> bool:
+    return event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION and bool(
+        event.run_id
+    )
+
+
+def _execution_row(event: EventLogEntry, event_id: int) -> dict:
+    evaluation = event.get_dagster_event().asset_check_evaluation_data
+    target = evaluation.target_materialization_data
+    return {
+        "asset_key": evaluation.asset_key.to_string(),
+        "check_name": evaluation.check_name,
+        "run_id": event.run_id,
+        "partition": evaluation.partition,
+        "execution_status": (
+            AssetCheckExecutionRecordStatus.SUCCEEDED.value
+            if evaluation.passed
+            else AssetCheckExecutionRecordStatus.FAILED.value
+        ),
+        "evaluation_event": serialize_value(event),
+        # UTC without a time zone, as Dagster stores it.
+        "evaluation_event_timestamp": dt.datetime.fromtimestamp(event.timestamp, dt.UTC).replace(
+            tzinfo=None
+        ),
+        "evaluation_event_storage_id": event_id,
+        "materialization_event_storage_id": target.storage_id if target else None,
+    }
 
 
 class SchemaScopedPostgresStorage(DagsterPostgresStorage):

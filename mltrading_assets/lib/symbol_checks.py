@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from mltrading_assets.lib.batched_events import log_check_evaluations
 from mltrading_assets.lib.partitions import active_partitions, symbol_partitions
 from mltrading_assets.lib.resources import (
     BarSourceResource,
@@ -70,8 +71,9 @@ def _report(
             metadata=metadata,
         )
         return
-    for symbol, (passed, metadata, *own_severity) in results.items():
-        context.op_execution_context.log_event(
+    log_check_evaluations(
+        context.op_execution_context,
+        [
             dg.AssetCheckEvaluation(
                 asset_key=asset.key,
                 check_name=name,
@@ -80,7 +82,9 @@ def _report(
                 severity=own_severity[0] if own_severity else severity,
                 metadata=metadata,
             )
-        )
+            for symbol, (passed, metadata, *own_severity) in results.items()
+        ],
+    )
     if not context.has_partition_key_range:
         # A run without partitions (the asset page's "Execute all"): Dagster 1.13.27 cannot
         # turn a summary AssetCheckResult into an evaluation there (it looks the target
