@@ -52,11 +52,12 @@ class WebhookReceiver:
 
 
 class MailReceiver:
-    """An SMTP server on 127.0.0.1 that requires STARTTLS before a login (user/secret)."""
+    """An SMTP server on 127.0.0.1 that requires STARTTLS before a login (user/secret), or
+    with ``plain``, a local relay that wants neither."""
 
     USER, PASSWORD = "alerts", "secret"
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, plain: bool = False) -> None:
         self.messages: list[str] = []
         ca = trustme.CA()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -76,15 +77,15 @@ class MailReceiver:
             return AuthResult(success=good)
 
         self.port = port
+        secured = {
+            "tls_context": context,
+            "require_starttls": True,
+            "authenticator": authenticate,
+            "auth_require_tls": True,
+            "auth_required": True,
+        }
         self.controller = Controller(
-            Handler(),
-            hostname="127.0.0.1",
-            port=port,
-            tls_context=context,
-            require_starttls=True,
-            authenticator=authenticate,
-            auth_require_tls=True,
-            auth_required=True,
+            Handler(), hostname="127.0.0.1", port=port, **({} if plain else secured)
         )
         self.controller.start()
 

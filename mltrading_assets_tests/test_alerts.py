@@ -43,17 +43,17 @@ def receivers():
 
 def alerts_config(receivers, **settings) -> AlertsResource:
     slack, webhook, mail = receivers
-    return AlertsResource(
-        slack_webhook_url=slack.url,
-        webhook_url=webhook.url,
-        smtp_host="127.0.0.1",
-        smtp_port=mail.port,
-        smtp_username=MailReceiver.USER,
-        smtp_password=MailReceiver.PASSWORD,
-        email_to="ops@example.test",
-        ui_url="http://ui.example.test",
-        **settings,
-    )
+    configured = {
+        "slack_webhook_url": slack.url,
+        "webhook_url": webhook.url,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": mail.port,
+        "smtp_username": MailReceiver.USER,
+        "smtp_password": MailReceiver.PASSWORD,
+        "email_to": "ops@example.test",
+        "ui_url": "http://ui.example.test",
+    }
+    return AlertsResource(**{**configured, **settings})
 
 
 def evaluate(sensor, instance, database_url, alerts, cursor=None, as_of=AS_OF):
@@ -243,16 +243,21 @@ def test_a_slow_run_is_told_while_it_runs_and_when_it_ends(
 
 def test_a_refused_model_is_told_once(instance, db, database_url, receivers):
     _, webhook, _ = receivers
-    alerts = alerts_config(receivers)
+    relay = MailReceiver(free_port(), plain=True)  # a local relay: no TLS, no login
+    alerts = alerts_config(
+        receivers, smtp_port=relay.port, smtp_security="none", smtp_username="", smtp_password=""
+    )
     with db.begin() as conn:
         log_model_event(conn, "run-1", "REFUSED", "4", "candidate 0.51 ≤ champion 0.52 + 0.002")
     _, cursor = evaluate(sensors.alert_model_decisions, instance, database_url, alerts)
     evaluate(sensors.alert_model_decisions, instance, database_url, alerts, cursor)
     # A daemon that lost the cursor reads the last day again: the message is not repeated.
     evaluate(sensors.alert_model_decisions, instance, database_url, alerts)
+    relay.stop()
     [told] = webhook.bodies
     assert told["status"] == "info" and told["title"] == "model version 4: refused"
     assert "candidate 0.51" in told["text"]
+    assert relay.subjects() == ["[mltrading INFO] model version 4: refused"]
 
 
 def test_alerts_test_sends_to_every_destination(database_url, receivers, dagster_home):
