@@ -39,17 +39,20 @@ def _open_rows(conn: sa.Connection, kind: str) -> dict[str, sa.Row]:
     return {row.key: row for row in rows}
 
 
-def _upsert(conn: sa.Connection, kind: str, condition: Condition, now: dt.datetime, **owed):
-    values = {
+def _row(kind: str, condition: Condition) -> dict:
+    """What a condition says, as its incident's columns."""
+    return {
         "key": condition.key,
         "kind": kind,
         "severity": condition.severity,
         "title": condition.title,
         "body": condition.body,
         "subjects": condition.subjects,
-        "updated_at": now,
-        **owed,
     }
+
+
+def _upsert(conn: sa.Connection, kind: str, condition: Condition, now: dt.datetime, **owed):
+    values = {**_row(kind, condition), "updated_at": now, **owed}
     statement = postgresql.insert(table).values(**values)
     conn.execute(
         statement.on_conflict_do_update(
@@ -112,17 +115,7 @@ def record_events(
 ) -> list[Sent]:
     """One-off messages (a model promoted or refused): each key is sent once, ever."""
     for event in events:
-        values = {
-            "key": event.key,
-            "kind": kind,
-            "severity": event.severity,
-            "title": event.title,
-            "body": event.body,
-            "subjects": event.subjects,
-            "opened_at": now,
-            "resolved_at": now,
-            "pending": "info",
-        }
+        values = {**_row(kind, event), "opened_at": now, "resolved_at": now, "pending": "info"}
         conn.execute(postgresql.insert(table).values(**values).on_conflict_do_nothing())
     conn.commit()
     return deliver_pending(conn, kind, destinations, now)
