@@ -20,16 +20,35 @@ def _psycopg2(url: str | sa.URL) -> sa.URL:
     return parsed.set(drivername="postgresql+psycopg2")
 
 
+# A peer that vanished without closing (a host whose link was cut) is given up within ~25 s,
+# on both sides: the client's libpq and, per session, the server, which then rolls back the
+# session's transaction and releases its locks (request slots included). The server's own
+# default waits two hours before probing.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+SERVER_KEEPALIVES = " ".join(
+    f"-c tcp_{name}={value}" for name, value in KEEPALIVES.items() if name != "keepalives"
+)
+
+
 def create_app_engine(
     url: str, pool_size: int = 5, application_name: str = "mltrading"
 ) -> sa.Engine:
     """Engine for the application tables, with a hard bound on its connections."""
+    parsed = _psycopg2(url)
+    connect_args: dict = {"application_name": application_name, **KEEPALIVES}
+    if "options" not in parsed.query:
+        connect_args["options"] = SERVER_KEEPALIVES
     return sa.create_engine(
-        _psycopg2(url),
+        parsed,
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=True,
-        connect_args={"application_name": application_name},
+        connect_args=connect_args,
     )
 
 

@@ -12,20 +12,20 @@ its slots are freed here at once too, so the CLI does not need the daemon.
 and from ``mltrading doctor --fix``.
 """
 
-import socket
 from dataclasses import dataclass
 
 import dagster as dg
 import psutil
 
 from mltrading_assets.names import RunTags
+from mltrading_assets.workers.hosts import host_name
 
 _ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 def process_tags(pid: int | None = None) -> dict[str, str]:
     """Tags naming the process that executes a run (added by ``lib.launching``)."""
-    return {RunTags.HOST: socket.gethostname(), RunTags.PID: str(pid or psutil.Process().pid)}
+    return {RunTags.HOST: host_name(), RunTags.PID: str(pid or psutil.Process().pid)}
 
 
 def tag_run_process(context: dg.OpExecutionContext, orchestrator: psutil.Process | None) -> None:
@@ -47,7 +47,7 @@ class DeadRun:
 def _process_gone(run: dg.DagsterRun, started_at: float | None) -> bool:
     """True only when the run's process is known and certainly not running; a run of
     another host, or without the tags, is never judged from here."""
-    if run.tags.get(RunTags.HOST) != socket.gethostname() or not run.tags.get(RunTags.PID):
+    if run.tags.get(RunTags.HOST) != host_name() or not run.tags.get(RunTags.PID):
         return False
     pid = int(run.tags[RunTags.PID])
     try:

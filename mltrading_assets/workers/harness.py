@@ -9,6 +9,7 @@ The tasks themselves are in ``bar_task`` and ``feature_task``.
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,12 @@ class Worker:
     engine: sa.Engine
     source: BarSource
     faults: dict[str, str]
+    # Bound requests in flight; cross-host slots are taken on the symbol's own connection.
+    request_slots: Any = None
+
+    def slots_on(self, conn: sa.Connection) -> AbstractContextManager:
+        bind = getattr(self.request_slots, "bind", None)
+        return bind(conn) if bind is not None else nullcontext()
 
 
 # A task body: the work for one symbol, given the worker it runs in.
@@ -69,8 +76,9 @@ _worker: Worker | None = None
 
 
 def init_worker(spec: WorkSpec, request_slots: Any = None) -> None:
-    """Open this worker's connection and source. ``request_slots`` (``RequestSlots``,
-    shared by the step's workers) bound the requests a network source has in flight."""
+    """Open this worker's connection and source. ``request_slots`` (``RequestSlots`` shared
+    by the step's workers, or ``SharedRequestSlots`` shared by every host) bound the requests
+    a network source has in flight."""
     global _worker
     die_with_parent()
     _worker = Worker(
@@ -79,6 +87,7 @@ def init_worker(spec: WorkSpec, request_slots: Any = None) -> None:
         source=build_source(**spec.source, request_slots=request_slots),
         # Empty unless a test asked for faults through the environment.
         faults=fault_injection.faults_from_environment(),
+        request_slots=request_slots,
     )
 
 

@@ -1,16 +1,24 @@
-"""Request slots shared by the worker processes of one step: at most N requests in flight.
+"""Request slots: at most N requests in flight, across the worker processes of one step
+(``RequestSlots``) or across hosts (``SharedRequestSlots``).
 
 A semaphore held by a worker that is killed mid-request (a per-symbol timeout, a crash) would
 stay taken for the rest of the step. Each slot here is a file locked with ``flock``, which the
 kernel releases when the holding process dies, however it dies.
 """
 
+import contextlib
 import fcntl
 import os
 import shutil
 import tempfile
 import time
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
+
+import sqlalchemy as sa
+
+from mltrading_assets.db.engine import create_app_engine
 
 
 class RequestSlots:
@@ -59,3 +67,77 @@ class RequestSlots:
         if self._held is not None:
             fcntl.flock(self._files[self._held], fcntl.LOCK_UN)
             self._held = None
+
+
+class SharedRequestSlots:
+    """``count`` slots per ``scope``, shared by every process on every host that reaches the
+    database: PostgreSQL session-level advisory locks ``(scope key, slot)``.
+
+    The server releases a lock when its session ends, so a holder that is killed frees its
+    slot at once; a holder whose link is cut frees it when the server's TCP keepalive gives
+    up on the session (``db.engine`` asks for ~25 s). The lock is taken on the connection
+    the symbol's task already holds (``bind``), so slots cost no connection of their own.
+    """
+
+    def __init__(self, scope: str, count: int, database_url: str) -> None:
+        self.scope = scope
+        self.count = count
+        self.database_url = database_url
+        # pg_try_advisory_lock(int4, int4): the scope hashed into the first key.
+        self.key = zlib.crc32(f"mltrading-requests:{scope}".encode()) - 2**31
+        self._conn: sa.Connection | None = None
+        self._engine: sa.Engine | None = None
+        self._held: int | None = None
+
+    def __getstate__(self) -> dict:
+        return {"scope": self.scope, "count": self.count, "database_url": self.database_url}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["scope"], state["count"], state["database_url"])
+
+    @contextlib.contextmanager
+    def bind(self, conn: sa.Connection) -> Iterator[None]:
+        """Take slots on ``conn`` (outside any transaction of its own) while inside."""
+        self._conn = conn
+        try:
+            yield
+        finally:
+            self._conn = None
+
+    def _connection(self) -> sa.Connection:
+        if self._conn is not None:
+            return self._conn
+        # A request outside a symbol's task (the client's first cookie, say).
+        if self._engine is None:
+            self._engine = create_app_engine(self.database_url, pool_size=1)
+        self._conn = self._engine.connect()
+        return self._conn
+
+    def __enter__(self) -> "SharedRequestSlots":
+        conn = self._connection()
+        while True:
+            slot = conn.execute(_TRY_SLOT, {"key": self.key, "count": self.count}).scalar()
+            conn.commit()
+            if slot is not None:
+                self._held = slot
+                return self
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        slot, self._held = self._held, None
+        if slot is None or self._conn is None:
+            return
+        try:
+            self._conn.execute(_RELEASE_SLOT, {"key": self.key, "slot": slot})
+            self._conn.commit()
+        except sa.exc.DBAPIError:
+            # The session is gone, and its lock with it; the task's own retry reconnects.
+            pass
+
+
+# The first free slot; a plain scan with LIMIT 1 stops at the first lock it gets.
+_TRY_SLOT = sa.text(
+    "SELECT slot FROM generate_series(0, :count - 1) AS slot "
+    "WHERE pg_try_advisory_lock(:key, slot) LIMIT 1"
+)
+_RELEASE_SLOT = sa.text("SELECT pg_advisory_unlock(:key, :slot)")
