@@ -17,6 +17,12 @@ class RunTags:
     # Which process executes the run, so a run whose process died is found.
     HOST = "mltrading/host"
     PID = "mltrading/pid"
+
+    @staticmethod
+    def step_host(step_key: str) -> str:
+        """The host a step ran on (a worker host, with Celery)."""
+        return f"mltrading/{step_key}.host"
+
     # The hourly schedule tick a bars run belongs to.
     TICK = "mltrading/tick"
     # The run a features run follows, and the run a predictions run follows.
@@ -33,6 +39,8 @@ class MetadataKeys:
     LAST_BAR = "last_bar"
     ROWS_WRITTEN = "rows_written"
     DURATION = "duration_s"
+    # The host whose worker did the symbol's work.
+    HOST = "host"
     CHART = "chart"
     LATEST_VALUES = "latest_values"
     # The source knows the symbol but has no bars in the window asked for.

@@ -160,3 +160,34 @@ def check_runs(report: Report, instance) -> None:
             f"finished runs still hold pool slots: {', '.join(holders)}; "
             "`mltrading doctor --fix` frees them"
         )
+
+
+def check_workers(report: Report) -> None:
+    """With Celery on: the worker hosts that answer, and any queue a step goes to that no
+    worker serves (its steps would wait)."""
+    from mltrading_assets.lib import distributed
+
+    if not distributed.enabled():
+        return
+    wanted = {distributed.queue_for(kind) for kind in distributed.QUEUE_VARIABLES}
+    try:
+        served = distributed.served_queues()
+        consumers = distributed.queue_consumers(wanted)
+    except Exception as exc:  # the broker itself is down or refuses us
+        report.problems.append(
+            f"Celery broker {distributed.redacted_broker()} not reachable: {type(exc).__name__}: "
+            f"{exc}"
+        )
+        return
+    report.dagster["workers"] = served
+    report.dagster["queue_consumers"] = consumers
+    unserved = sorted(queue for queue, count in consumers.items() if count == 0)
+    if unserved:
+        report.problems.append(
+            f"no worker serves queue {', '.join(unserved)}: runs with such steps fail at once "
+            f"(`mltrading worker --queues {','.join(unserved)}`)"
+        )
+    elif len(served) < sum(consumers.values()):
+        report.warnings.append(
+            f"{sum(consumers.values()) - len(served)} worker(s) busy with a step did not answer"
+        )

@@ -11,6 +11,7 @@ import click
 from mltrading_assets.cli import environment as env
 from mltrading_assets.cli.alerts import alerts
 from mltrading_assets.cli.models import models
+from mltrading_assets.cli.worker import worker
 
 DEMO_SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA")
 
@@ -334,14 +335,16 @@ def _report_reaped(reaped) -> None:
         click.echo(f"freed pool slots held by finished runs: {', '.join(reaped.slots_freed_for)}")
 
 
-def run_assets(names: list[str], assets: list[str]) -> bool:
+def run_assets(names: list[str], assets: list[str], runs_at_once: int = 1) -> bool:
     """Materialize ``assets`` for ``names`` in batched Dagster runs; True if all succeeded."""
     from mltrading_assets.lib.launching import RunInterrupted, materialize_symbols
 
     started = time.perf_counter()
     with env.instance() as instance:
         try:
-            runs_by_asset = materialize_symbols(instance, names, assets, _report_reaped)
+            runs_by_asset = materialize_symbols(
+                instance, names, assets, _report_reaped, runs_at_once=runs_at_once
+            )
         except RunInterrupted as stopped:
             click.echo(
                 f"interrupted: run {stopped.summary.run_id} stopped (symbols in flight rolled "
@@ -370,8 +373,16 @@ def run_assets(names: list[str], assets: list[str]) -> bool:
     show_default=True,
     help="What to materialize; `all` runs features after the bars are in.",
 )
-def materialize(symbol_opts: tuple[str, ...], asset: str) -> None:
-    """Materialize assets for symbols through Dagster (multiprocess executor)."""
+@click.option(
+    "--runs-at-once",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ranges of symbols refreshed at once (`all` only); default 1, or with worker hosts "
+    "(MLTRADING_CELERY_BROKER) one per worker serving the bars queue",
+)
+def materialize(symbol_opts: tuple[str, ...], asset: str, runs_at_once: int | None) -> None:
+    """Materialize assets for symbols through Dagster: the multiprocess executor on this
+    machine, or worker hosts when MLTRADING_CELERY_BROKER is set."""
     from mltrading_assets.db.symbols import active_symbols
 
     url = env.ready_environment()
@@ -391,7 +402,11 @@ def materialize(symbol_opts: tuple[str, ...], asset: str) -> None:
         with env.instance() as instance:
             register_partitions(instance, names)
     assets = ["market_data", "features"] if asset == "all" else [asset]
-    if not run_assets(names, assets):
+    if runs_at_once is None:
+        from mltrading_assets.lib import distributed
+
+        runs_at_once = distributed.bar_workers() if distributed.enabled() else 1
+    if not run_assets(names, assets, runs_at_once):
         raise SystemExit(1)
 
 
@@ -530,6 +545,7 @@ def doctor(as_json: bool, fix: bool) -> None:
                         f"freed the pool slots of run {r}" for r in reaped.slots_freed_for
                     ]
                 health.check_dagster(report, url, instance)
+                health.check_workers(report)
         except Exception as exc:
             report.problems.insert(
                 0, f"Dagster instance failed to load: {type(exc).__name__}: {exc}"
@@ -545,7 +561,10 @@ def doctor(as_json: bool, fix: bool) -> None:
         for schema, tables in sorted(report.tables.items()):
             click.echo(f"schema {schema}: {len(tables)} tables: {', '.join(tables)}")
         for key, value in report.dagster.items():
-            click.echo(f"dagster {key}: {value}")
+            if key != "workers":
+                click.echo(f"dagster {key}: {value}")
+        for name, queues in sorted(report.dagster.get("workers", {}).items()):
+            click.echo(f"worker {name}: queues {', '.join(queues)}")
         if report.freshness:
             f = report.freshness
             click.echo(f"freshness: {f['fresh']} of {f['active_symbols']} active symbols fresh")
@@ -599,6 +618,7 @@ def stats(as_json: bool) -> None:
 
 main.add_command(models)
 main.add_command(alerts)
+main.add_command(worker)
 
 
 if __name__ == "__main__":

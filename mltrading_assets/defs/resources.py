@@ -3,6 +3,7 @@ variable is set (shown as such in Deployment → Resources), else its default.""
 
 import dagster as dg
 
+from mltrading_assets.lib import distributed
 from mltrading_assets.lib.resources import (
     DEFAULT_CHARTS_URL,
     BarSourceResource,
@@ -22,6 +23,10 @@ def resources() -> dg.Definitions:
                 csv_dir=env_or("MLTRADING_CSV_DIR", ""),
                 as_of=env_or("MLTRADING_SYNTHETIC_AS_OF", ""),
                 max_concurrent_requests=env_or("MLTRADING_MAX_CONCURRENT_REQUESTS", 5),
+                # Worker hosts: Yahoo's limit holds per host (one client address each).
+                request_slots_scope=env_or(
+                    "MLTRADING_REQUEST_SLOTS", "host" if distributed.enabled() else "step"
+                ),
                 request_timeout_seconds=env_or("MLTRADING_REQUEST_TIMEOUT_SECONDS", 10.0),
                 yfinance_cache_dir=env_or("MLTRADING_YFINANCE_CACHE_DIR", ""),
             ),

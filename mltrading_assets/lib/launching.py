@@ -179,22 +179,55 @@ def _execute_in_child(
         return _execute(instance, asset, first, last, None, run_config, log_level)
 
 
+def _refresh_in_child(
+    first: str, last: str, run_config: dict | None, log_level: str
+) -> tuple[RunSummary, RunSummary]:
+    with dg.DagsterInstance.get() as instance:
+        bars = _execute(instance, "market_data", first, last, None, run_config, log_level)
+        return bars, _execute(instance, "features", first, last, None, run_config, log_level)
+
+
+def _refresh_ranges_at_once(
+    ranges: list[tuple[str, str]], runs_at_once: int, run_config: dict | None, log_level: str
+) -> dict[str, list[RunSummary]]:
+    """Each range's bars then its features, ``runs_at_once`` ranges at a time, each range in
+    a process of its own (``execute_job`` is not thread-safe)."""
+    context = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(min(runs_at_once, len(ranges)), mp_context=context) as pool,
+        _interrupt_children_on(RunInterrupted),
+    ):
+        done = list(
+            pool.map(
+                _refresh_in_child,
+                *zip(*ranges, strict=True),
+                [run_config] * len(ranges),
+                [log_level] * len(ranges),
+            )
+        )
+    return {"market_data": [bars for bars, _ in done], "features": [f for _, f in done]}
+
+
 def refresh(
     instance: dg.DagsterInstance,
     symbols: list[str],
     symbols_per_run: int = SYMBOLS_PER_RUN,
     run_config: dict | None = None,
     log_level: str = "INFO",
+    runs_at_once: int = 1,
 ) -> dict[str, list[RunSummary]]:
     """Bars, then features, for ``symbols``, the way the schedule and the sensor run them:
     each range's features run starts as soon as its bars are in, alongside the next range's
     bars (``dagster.yaml`` lets two runs go at once). A partly failed bars run is still
-    followed, for the symbols it did write.
+    followed, for the symbols it did write. With ``runs_at_once`` > 1 (worker hosts to keep
+    busy), that many ranges go at once, each bars then features.
 
     Those overlapping features runs go to a second process: ``execute_job`` is not
     thread-safe (two runs in one process deadlocked in Dagster's logging set-up).
     """
     ranges = _ranges(instance, symbols, symbols_per_run)
+    if runs_at_once > 1 and len(ranges) > 1:
+        return _refresh_ranges_at_once(ranges, runs_at_once, run_config, log_level)
     data: list[RunSummary] = []
     overlapped = []
     with contextlib.ExitStack() as stack, _interrupt_children_on(RunInterrupted):
@@ -270,14 +303,16 @@ def materialize_symbols(
     symbols: list[str],
     assets: list[str],
     on_reaped: Callable[[Reaped], None] = lambda reaped: None,
+    runs_at_once: int = 1,
 ) -> dict[str, list[RunSummary]]:
     """``assets`` ("market_data", "features") for ``symbols``, as the daemon would run them:
     both as the hourly refresh does, and predictions after new features while a champion
     exists (as the predictions sensor does). Runs whose process died are reaped first: one
-    would hold the bar pool's slot and make these wait for ever (``on_reaped`` hears of it)."""
+    would hold the bar pool's slot and make these wait for ever (``on_reaped`` hears of it).
+    ``runs_at_once`` ranges are refreshed at a time (worker hosts to keep busy)."""
     on_reaped(reap_dead_runs(instance))
     if assets == ["market_data", "features"]:
-        runs = refresh(instance, symbols)
+        runs = refresh(instance, symbols, runs_at_once=runs_at_once)
     else:
         runs = {asset: materialize(instance, asset, symbols) for asset in assets}
     if "features" in assets and has_champion(instance):

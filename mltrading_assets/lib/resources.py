@@ -19,7 +19,9 @@ from mltrading_assets.db.engine import create_app_engine, one_connection
 from mltrading_assets.models.training import TrainingSettings
 from mltrading_assets.paths import project_home
 from mltrading_assets.sources import SOURCE_CLASSES, BarSource, build_source
+from mltrading_assets.workers.hosts import host_name
 from mltrading_assets.workers.isolation import default_workers
+from mltrading_assets.workers.slots import RequestSlots, SharedRequestSlots
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -52,6 +54,15 @@ class BarSourceResource(dg.ConfigurableResource):
             "requests in flight at once (Yahoo's rate limit): the yahoo source fetches with "
             "this many worker processes whatever the core count; one bar step runs at a time "
             "across all runs (pool market_data_source)"
+        ),
+    )
+    request_slots_scope: str = Field(
+        default="step",
+        description=(
+            "what max_concurrent_requests bounds: step (the requests of one bar step, on "
+            "one host), host (every bar step of a host: Yahoo limits per client address) or "
+            "cluster (every host together); host and cluster share slots through PostgreSQL "
+            "(MLTRADING_REQUEST_SLOTS)"
         ),
     )
     overlap_days: int = Field(
@@ -95,6 +106,20 @@ class BarSourceResource(dg.ConfigurableResource):
     def preload(self) -> None:
         """Import the source's client in this (step) process before workers fork from it."""
         SOURCE_CLASSES[self.kind].preload()
+
+    def request_slots(self, database_url: str) -> RequestSlots | SharedRequestSlots | None:
+        """The slots this step's requests hold while in flight (None: a local source)."""
+        if not self.is_network_bound:
+            return None
+        if self.request_slots_scope == "step":
+            return RequestSlots.create(self.max_concurrent_requests)
+        if self.request_slots_scope not in ("host", "cluster"):
+            raise ValueError(
+                f"request_slots_scope must be step, host or cluster, "
+                f"not {self.request_slots_scope!r}"
+            )
+        scope = f"host:{host_name()}" if self.request_slots_scope == "host" else "cluster"
+        return SharedRequestSlots(scope, self.max_concurrent_requests, database_url)
 
     def fetch_workers(self, cpu_workers: int) -> int:
         """Worker processes for the bar step. Fetching from the network waits on the source,

@@ -21,10 +21,12 @@ from dagster._core.storage.tags import (  # Dagster's own tag names (1.13.27)
 from mltrading_assets.lib.batched_events import MaterializationBatches
 from mltrading_assets.lib.check_executions import withdraw_planned_checks
 from mltrading_assets.lib.dead_runs import tag_run_process
+from mltrading_assets.lib.distributed import stop_when_run_ends
 from mltrading_assets.lib.resources import BarSourceResource, PostgresResource, ProcessingResource
-from mltrading_assets.names import MetadataKeys
+from mltrading_assets.names import MetadataKeys, RunTags
 from mltrading_assets.sources import InvalidSymbolError, validate_symbol
 from mltrading_assets.workers.harness import WorkSpec, init_worker
+from mltrading_assets.workers.hosts import host_name
 from mltrading_assets.workers.isolation import FailureKind, SymbolOutcome, run_isolated
 from mltrading_assets.workers.lifeline import exit_with_orchestrator
 from mltrading_assets.workers.slots import RequestSlots
@@ -154,10 +156,13 @@ def process_symbols(
         raise dg.Failure(f"the bar source is misconfigured: {exc}", allow_retries=False) from None
     source.preload()
     tag_run_process(context, exit_with_orchestrator())
-    # Requests in flight across this step's workers, whatever their number.
-    request_slots = (
-        RequestSlots.create(source.max_concurrent_requests) if source.is_network_bound else None
-    )
+    host = host_name()
+    context.instance.add_run_tags(context.run_id, {RunTags.step_host(context.op.name): host})
+    # Requests in flight across this step's workers (or hosts), whatever their number.
+    try:
+        request_slots = source.request_slots(database.url)
+    except ValueError as exc:
+        raise dg.Failure(f"the bar source is misconfigured: {exc}", allow_retries=False) from None
     outcomes = run_isolated(
         task,
         symbols,
@@ -169,42 +174,44 @@ def process_symbols(
         start_method=processing.start_method,
     )
     batches = MaterializationBatches(context, hold=record_at_end)
-    try:
-        for done, outcome in enumerate(outcomes, start=1):
-            if outcome.ok:
-                succeeded.append(outcome.symbol)
-                if MetadataKeys.NO_BARS in outcome.details:
-                    no_bars.append(outcome.symbol)
-                rows += int(outcome.details.get(MetadataKeys.ROWS_WRITTEN, 0))
-                batches.add(
-                    dg.AssetMaterialization(
-                        asset_key=asset_key,
-                        partition=outcome.symbol,
-                        metadata=_metadata(outcome.details),
+    # On a worker host: stop when the run is terminated (no orchestrator here to watch).
+    with stop_when_run_ends(context.instance, context.run_id):
+        try:
+            for done, outcome in enumerate(outcomes, start=1):
+                if outcome.ok:
+                    succeeded.append(outcome.symbol)
+                    if MetadataKeys.NO_BARS in outcome.details:
+                        no_bars.append(outcome.symbol)
+                    rows += int(outcome.details.get(MetadataKeys.ROWS_WRITTEN, 0))
+                    batches.add(
+                        dg.AssetMaterialization(
+                            asset_key=asset_key,
+                            partition=outcome.symbol,
+                            metadata={**_metadata(outcome.details), MetadataKeys.HOST: host},
+                        )
                     )
-                )
-            else:
-                failures.append(outcome)
-                context.log.error(f"{outcome.symbol} failed ({outcome.kind}): {outcome.error}")
-                if outcome.kind == FailureKind.DATABASE:
-                    # Every other symbol would wait out the same outage: stop here.
-                    break
-            if done % step == 0 or done == len(symbols):
-                if not record_at_end:
-                    batches.flush()
-                context.log.info(
-                    f"{done}/{len(symbols)} symbols done, {len(failures)} failed, "
-                    f"{rows} rows written"
-                )
-    except BaseException:
-        # Symbols already written are recorded even if the step is being torn down.
-        batches.flush()
-        raise
-    finally:
-        # Interrupted (Ctrl-C, SIGTERM, a failure): start no further symbol.
-        outcomes.close()
-        if request_slots is not None:
-            request_slots.remove()
+                else:
+                    failures.append(outcome)
+                    context.log.error(f"{outcome.symbol} failed ({outcome.kind}): {outcome.error}")
+                    if outcome.kind == FailureKind.DATABASE:
+                        # Every other symbol would wait out the same outage: stop here.
+                        break
+                if done % step == 0 or done == len(symbols):
+                    if not record_at_end:
+                        batches.flush()
+                    context.log.info(
+                        f"{done}/{len(symbols)} symbols done, {len(failures)} failed, "
+                        f"{rows} rows written"
+                    )
+        except BaseException:
+            # Symbols already written are recorded even if the step is being torn down.
+            batches.flush()
+            raise
+        finally:
+            # Interrupted (Ctrl-C, SIGTERM, a failure): start no further symbol.
+            outcomes.close()
+            if isinstance(request_slots, RequestSlots):
+                request_slots.remove()
     if not record_at_end:
         batches.flush()
     if no_bars:

@@ -5,6 +5,7 @@ import dagster as dg
 
 from mltrading_assets.defs.market_data.assets import market_data
 from mltrading_assets.features.contract import CORE_COLUMNS, LOOKBACK_BARS
+from mltrading_assets.lib.distributed import queue_tags
 from mltrading_assets.lib.partitions import market_asset
 from mltrading_assets.lib.resources import BarSourceResource, PostgresResource, ProcessingResource
 from mltrading_assets.lib.schedules import market_hours_freshness
@@ -14,6 +15,7 @@ from mltrading_assets.workers.feature_task import build_features
 
 @market_asset(
     freshness_policy=market_hours_freshness(25),
+    op_tags=queue_tags("features"),
     deps=[market_data],
     description=(
         f"{len(CORE_COLUMNS)} technical indicators per bar (more with feature_set=extended) in "

@@ -15,6 +15,7 @@ from mltrading_assets.db.model_rows import (
 )
 from mltrading_assets.db.system_logs import log_model_event
 from mltrading_assets.defs.features.assets import feature_engineered_data
+from mltrading_assets.lib.distributed import queue_tags
 from mltrading_assets.lib.partitions import SYMBOL_PARTITIONED, retry_policy
 from mltrading_assets.lib.resources import (
     BarSourceResource,
@@ -127,6 +128,8 @@ def _read_dataset(modeling: ModelingResource) -> pd.DataFrame:
         "across all symbols (embargo >= horizon), fitted on everything before the holdout, "
         "registered in MLflow with the alias `challenger`."
     ),
+    # On worker hosts (Celery), training can go to a bigger host's queue.
+    op_tags=queue_tags("training"),
     **COMMON,
 )
 def candidate_model(

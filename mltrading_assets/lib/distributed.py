@@ -1,0 +1,196 @@
+"""Runs whose steps go to worker hosts through Celery (dagster-celery), on when
+``MLTRADING_CELERY_BROKER`` is set; otherwise every step runs on this machine.
+
+Each step is one Celery task: the run's orchestrator (Dagster's run worker, or the command
+that launched the run) stays where it was launched and waits, and a worker host (``mltrading
+worker``) executes the step in its own process, where the step's per-symbol worker pool
+starts as it does on one machine. Work spreads across hosts because a tick or a backfill is
+many ranged runs, whose steps the hosts take one at a time from the queue.
+
+What we add to dagster-celery's executor, and why:
+- the orchestrator names itself on the run (host and pid), so the reaper of its own host,
+  and only that one, can tell when it died;
+- a step sent to a queue no worker serves would wait for ever: the run fails at once,
+  naming the queue;
+- Celery settings that make a killed host's step run again elsewhere: the task is
+  acknowledged when it ends, not when it starts, so the broker hands a task whose worker
+  died (connection closed, or heartbeats missed after a cut link) to another worker.
+"""
+
+import _thread
+import contextlib
+import os
+import threading
+from functools import cache
+from typing import Any
+
+import celery
+import dagster as dg
+from dagster._core.execution.retries import RetryMode  # dagster-celery's own argument type
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
+from dagster_celery.make_app import make_app
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+
+from mltrading_assets.lib.dead_runs import process_tags
+
+BROKER_VARIABLE = "MLTRADING_CELERY_BROKER"
+BACKEND_VARIABLE = "MLTRADING_CELERY_BACKEND"
+DEFAULT_QUEUE = "dagster"
+# Steps of each kind go to this queue (MLTRADING_QUEUE_BARS, ...); all to one by default.
+QUEUE_VARIABLES = {
+    "bars": "MLTRADING_QUEUE_BARS",
+    "features": "MLTRADING_QUEUE_FEATURES",
+    "training": "MLTRADING_QUEUE_TRAINING",
+}
+
+CELERY_SETTINGS: dict[str, Any] = {
+    # Acknowledged when the step ends: a task whose worker died is delivered again.
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    # A worker holds only the step it runs; the next one stays free for another host.
+    "worker_prefetch_multiplier": 1,
+    # A host whose link is cut is given up by the broker within ~30 s.
+    "broker_heartbeat": 10,
+    "broker_connection_retry_on_startup": True,
+    # Each worker host asks its workers for their queues in well under this.
+    "control_queue_expires": 60,
+}
+
+
+def enabled() -> bool:
+    return bool(os.environ.get(BROKER_VARIABLE))
+
+
+def queue_for(kind: str) -> str:
+    return os.environ.get(QUEUE_VARIABLES[kind]) or DEFAULT_QUEUE
+
+
+def queue_tags(kind: str) -> dict[str, str]:
+    """Op tags routing a step of ``kind`` to its queue (ignored on one machine)."""
+    return {DAGSTER_CELERY_QUEUE_TAG: queue_for(kind)}
+
+
+def redacted_broker() -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(os.environ[BROKER_VARIABLE])
+
+
+def executor_config() -> dict[str, Any]:
+    return {
+        "broker": os.environ[BROKER_VARIABLE],
+        "backend": os.environ.get(BACKEND_VARIABLE) or "rpc://",
+        "config_source": CELERY_SETTINGS,
+    }
+
+
+@cache
+def celery_app():
+    """The Celery app of the executor and of every worker: the same broker and settings."""
+    config = executor_config()
+    return make_app(
+        CeleryExecutor(
+            retries=RetryMode.DISABLED,
+            broker=config["broker"],
+            backend=config["backend"],
+            config_source=config["config_source"],
+        ).app_args()
+    )
+
+
+def served_queues(timeout: float = 2.0) -> dict[str, list[str]]:
+    """Each worker that answers within ``timeout``, with the queues it consumes. A worker
+    busy with a step does not answer (a solo worker runs the step in its only thread)."""
+    answers = celery_app().control.inspect(timeout=timeout).active_queues() or {}
+    return {worker: sorted(q["name"] for q in queues) for worker, queues in answers.items()}
+
+
+def queue_consumers(queues: set[str]) -> dict[str, int]:
+    """Workers consuming each queue, as the broker counts them (busy ones included)."""
+    counts = {}
+    with celery_app().connection_for_write() as connection:
+        for queue in sorted(queues):
+            channel = connection.channel()
+            try:
+                counts[queue] = channel.queue_declare(queue, passive=True).consumer_count
+            except connection.channel_errors:  # no such queue: nobody ever consumed it
+                counts[queue] = 0
+            finally:
+                with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+                    channel.close()
+    return counts
+
+
+def bar_workers() -> int:
+    """Workers taking bar steps: how many ranges a refresh keeps going at once."""
+    return max(1, queue_consumers({queue_for("bars")})[queue_for("bars")])
+
+
+class HostAwareCeleryExecutor(CeleryExecutor):
+    def execute(self, plan_context, execution_plan):
+        run = plan_context.dagster_run
+        plan_context.instance.add_run_tags(run.run_id, process_tags())
+        wanted = {
+            step.tags.get(DAGSTER_CELERY_QUEUE_TAG, DEFAULT_QUEUE)
+            for step in execution_plan.get_all_steps_in_topo_order()
+            if step.key in execution_plan.step_keys_to_execute
+        }
+        missing = sorted(queue for queue, n in queue_consumers(wanted).items() if n == 0)
+        if missing:
+            raise dg.Failure(
+                f"no worker serves queue {', '.join(missing)} (start one: `mltrading worker "
+                f"--queues {','.join(missing)}`); the run's steps would wait for ever",
+                allow_retries=False,
+            )
+        yield from super().execute(plan_context, execution_plan)
+
+
+@dg.executor(
+    name="celery",
+    config_schema=CELERY_CONFIG,
+    requirements=dg.multiple_process_executor_requirements(),
+)
+def host_aware_celery_executor(init_context: dg.InitExecutorContext) -> HostAwareCeleryExecutor:
+    config = init_context.executor_config
+    return HostAwareCeleryExecutor(
+        broker=config.get("broker"),
+        backend=config.get("backend"),
+        config_source=config.get("config_source"),
+        include=config.get("include"),
+        retries=RetryMode.from_config(config["retries"]),
+    )
+
+
+def executor() -> dg.ExecutorDefinition:
+    return host_aware_celery_executor.configured(executor_config())
+
+
+_ENDED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+
+
+@contextlib.contextmanager
+def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: float = 2.0):
+    """On a worker host, interrupt the step once its run is terminated (from the UI, say)
+    or marked failed: Celery's revoke does not stop a task already running, and the step
+    cannot watch an orchestrator on another host. Elsewhere, nothing."""
+    if celery.current_task is None:
+        yield
+        return
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def watch() -> None:
+        while not done.wait(poll_seconds):
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.status in _ENDED:
+                with lock:
+                    if not done.is_set():
+                        _thread.interrupt_main()
+                return
+
+    threading.Thread(target=watch, name="run-status-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        with lock:
+            done.set()
