@@ -62,6 +62,9 @@ class ServerStats:
     hosts: Counter = field(default_factory=Counter)
     in_flight: int = 0
     peak_in_flight: int = 0
+    # By the client's address (Yahoo limits each address on its own).
+    in_flight_by_address: Counter = field(default_factory=Counter)
+    peak_by_address: Counter = field(default_factory=Counter)
 
 
 @lru_cache(maxsize=4)
@@ -89,7 +92,13 @@ class FakeYahoo:
     """Start with ``start()`` (or as a context manager); ``env()`` gives the variables that
     send yfinance's requests here."""
 
-    def __init__(self, now: pd.Timestamp | str | None = None, latency_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        now: pd.Timestamp | str | None = None,
+        latency_s: float = 0.0,
+        address: str = "127.0.0.1",
+    ) -> None:
+        self.address = address
         now = pd.Timestamp(now if now is not None else pd.Timestamp.now(tz="UTC"))
         self.now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
         self.latency_s = latency_s
@@ -117,7 +126,7 @@ class FakeYahoo:
 
     def start(self) -> "FakeYahoo":
         handler = type("Handler", (_Handler,), {"yahoo": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer((self.address, 0), handler)
         self._httpd.daemon_threads = True
         # Many workers open tunnels at once; the default backlog of 5 drops some.
         self._httpd.socket.listen(256)
@@ -139,7 +148,7 @@ class FakeYahoo:
     @property
     def proxy_url(self) -> str:
         assert self._httpd is not None, "start() the server first"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"http://{self.address}:{self._httpd.server_address[1]}"
 
     def env(self) -> dict[str, str]:
         """Environment for processes whose yfinance should talk to this server."""
@@ -442,6 +451,11 @@ class _Handler(BaseHTTPRequestHandler):
             yahoo.stats.hosts[host] += 1
             yahoo.stats.in_flight += 1
             yahoo.stats.peak_in_flight = max(yahoo.stats.peak_in_flight, yahoo.stats.in_flight)
+            address = self.client_address[0]
+            yahoo.stats.in_flight_by_address[address] += 1
+            yahoo.stats.peak_by_address[address] = max(
+                yahoo.stats.peak_by_address[address], yahoo.stats.in_flight_by_address[address]
+            )
         finished = False
         try:
             headers: dict[str, str] = {}
@@ -471,6 +485,7 @@ class _Handler(BaseHTTPRequestHandler):
             finished = True
             with yahoo._lock:
                 yahoo.stats.in_flight -= 1
+                yahoo.stats.in_flight_by_address[self.client_address[0]] -= 1
             self.wfile.write(body)
         except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.close_connection = True
@@ -478,3 +493,4 @@ class _Handler(BaseHTTPRequestHandler):
             if not finished:
                 with yahoo._lock:
                     yahoo.stats.in_flight -= 1
+                    yahoo.stats.in_flight_by_address[self.client_address[0]] -= 1

@@ -31,7 +31,8 @@ def _bin(name: str) -> str:
 class OwnPostgres:
     """``start``/``stop``/``restart`` one throw-away cluster; ``url(db)`` for a database."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.root = Path(tempfile.mkdtemp(prefix="mltrading-fault-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -42,9 +43,13 @@ class OwnPostgres:
         self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
-                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\nlisten_addresses = '{host}'\n"
                 "unix_socket_directories = ''\nfsync = off\nmax_connections = 100\n"
             )
+        if host != "127.0.0.1":
+            # The test's own hosts reach it across their links (addresses of its /24).
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {host}/24 trust\n")
 
     def _run(self, *args: str) -> None:
         subprocess.run(
@@ -52,7 +57,7 @@ class OwnPostgres:
         )
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
 
     def _ctl(self, *args: str) -> None:
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-w", "-t", "60", *args)
