@@ -7,6 +7,7 @@ ranged runs) on synthetic bars, and on Yahoo bars through yfinance, in a fresh d
     python -m bench --scenario yahoo_refresh --yahoo-latency 0.3
     python -m bench --scenario scheduled_load --symbols 2000   # daemon path, 3 hourly ticks
     python -m bench --scenario training   # a year of 1,000 symbols: both learners
+    python -m bench --scenario scale_out  # 1 worker host vs 2 (root: network namespaces)
 
 Prints a table and one machine-readable line per scenario:
 BENCH scenario=<name> symbols=<N> wall_s=<x> per_symbol_s=<y> rows_per_s=<z>
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 
 SCENARIOS = ("full_load", "incremental", "features_100", "yahoo_refresh", "training")
 # Asked for by name only: it starts `dagster dev` and plays hourly ticks through the daemon.
-OPT_IN = ("scheduled_load",)
+OPT_IN = ("scheduled_load", "scale_out")
 MAX_CONCURRENT_REQUESTS = 5
 # Friday 14:00 New York: the full load ends with the 13:30 bar; each later hour adds one bar
 # (14:30 and 15:30), and Monday 10:00 adds Monday's first.
@@ -68,7 +69,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario",
         choices=SCENARIOS + OPT_IN,
-        help="run one scenario (default: all but scheduled_load)",
+        help="run one scenario (default: all but scheduled_load and scale_out)",
     )
     parser.add_argument(
         "--ticks", type=int, default=3, help="scheduled_load: hourly ticks to play (default 3)"
@@ -121,6 +122,12 @@ def resources(as_of: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     global CHARTS
     args = parse(argv)
+    if args.scenario == "scale_out":
+        # Builds its own hosts, PostgreSQL and broker for each measurement.
+        from bench.scale_out import scale_out
+
+        scale_out(args.symbols, args.yahoo_latency)
+        return 0
     CHARTS = not args.no_charts
     warnings.filterwarnings("ignore")
     from mltrading_assets.db.embedded import ensure_database, start_embedded_postgres

@@ -1,6 +1,7 @@
-"""Hosts of a test's own: Linux network namespaces on a bridge, and a RabbitMQ broker bound
-to the bridge (the machine's own services listen on 127.0.0.1, which a namespace cannot
-reach). Nothing here sends traffic beyond the bridge; everything is removed at the end."""
+"""Hosts of a test's (or the benchmark's) own: Linux network namespaces on a bridge, and the
+services they reach bound to the bridge (the machine's own listen on 127.0.0.1, which a
+namespace cannot reach): a PostgreSQL, a RabbitMQ and the Yahoo-compatible server. Nothing
+here sends traffic beyond the bridge; everything is removed at the end."""
 
 import contextlib
 import os
@@ -8,11 +9,20 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from mltrading_assets.paths import PROJECT_ROOT
 from mltrading_assets_tests.conftest import free_port
+from mltrading_assets_tests.fake_yahoo import FakeYahoo
+from mltrading_assets_tests.own_postgres import OwnPostgres
+from mltrading_assets_tests.test_yahoo import after_close
 
 
 def _ip(*args: str) -> None:
@@ -73,6 +83,10 @@ class NetnsHosts:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return pids
+
+    def cut(self, index: int, connected: bool = False) -> None:
+        """Cut host ``index``'s link (its processes live on, unreachable), or reconnect it."""
+        _ip("link", "set", self.links[index], "up" if connected else "down")
 
     def __exit__(self, *exc) -> None:
         for index, name in enumerate(self.names):
@@ -148,3 +162,97 @@ class OwnRabbitMQ:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class Cluster:
+    """Worker hosts running `mltrading worker`, and the services they share, all on a
+    bridge; ``env`` is the control host's (this namespace's) environment for `mltrading`."""
+
+    hosts: NetnsHosts
+    yahoo: FakeYahoo
+    engine: sa.Engine
+    url: str
+    env: dict[str, str]
+    folder: Path
+    pin_cores: bool = False
+    workers: list = field(default_factory=list)
+
+    def start_worker(self, index: int) -> None:
+        name = f"host{index + 1}"
+        env = {
+            **self.env,
+            "MLTRADING_HOME": str(self.folder / name),
+            "MLTRADING_YFINANCE_CACHE_DIR": str(self.folder / name / "yfinance"),
+        }
+        command = [sys.executable, "-m", "mltrading_assets.cli", "worker", "--name", name]
+        if self.pin_cores:
+            # Each host on a core of its own: a 2-core machine can show 2 hosts scaling.
+            command = ["taskset", "-c", str(index % os.cpu_count()), *command]
+        self.workers[index] = self.hosts.popen(index, command, env, self.folder / f"{name}.log")
+
+    def cli(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "mltrading_assets.cli", *args],
+            cwd=PROJECT_ROOT,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+
+    def wait_for_workers(self, count: int, timeout: float = 60.0) -> str:
+        """`mltrading doctor`'s report once ``count`` workers answer (or at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            doctor = self.cli("doctor").stdout
+            if doctor.count("worker mltrading1@host") == count or time.monotonic() > deadline:
+                return doctor
+            time.sleep(1)
+
+
+@contextlib.contextmanager
+def cluster(
+    folder: Path, hosts: int = 2, *, pin_cores: bool = False, env: dict | None = None
+) -> Iterator[Cluster]:
+    """``hosts`` worker hosts with a PostgreSQL, a RabbitMQ and a Yahoo-compatible server of
+    their own (clock after the newest close, 0.2 s a request), removed on exit."""
+    with NetnsHosts(hosts) as netns:
+        postgres = OwnPostgres(host=netns.gateway)
+        broker = OwnRabbitMQ(netns.gateway)
+        yahoo = FakeYahoo(now=after_close(), latency_s=0.2, address=netns.gateway)
+        built = None
+        try:
+            postgres.start()
+            url = postgres.create_database("cluster")
+            broker.start()
+            yahoo.start()
+            inherited = {
+                k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER", "MLTRADING"))
+            }
+            control = {
+                **inherited,
+                **yahoo.env(),
+                "MLTRADING_DATABASE_URL": url,
+                "MLTRADING_CELERY_BROKER": broker.url,
+                "MLTRADING_SOURCE": "yahoo",
+                "MLTRADING_HOME": str(folder / "control"),
+                "MLTRADING_HOST_NAME": "control",
+                "MLTRADING_YFINANCE_CACHE_DIR": str(folder / "control" / "yfinance"),
+                **(env or {}),
+            }
+            engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+            built = Cluster(netns, yahoo, engine, url, control, folder, pin_cores, [None] * hosts)
+            done = built.cli("db", "init")
+            assert done.returncode == 0, done.stdout + done.stderr
+            for index in range(hosts):
+                built.start_worker(index)
+            doctor = built.wait_for_workers(hosts)
+            assert doctor.count("worker mltrading1@host") == hosts, doctor
+            yield built
+        finally:
+            if built is not None:
+                built.engine.dispose()
+            yahoo.stop()
+            broker.close()
+            postgres.close()

@@ -80,8 +80,18 @@ def test_a_killed_cli_run_is_reaped_by_the_next_run(instance, db, database_url, 
     assert "market_data: run" in result.output and " ok" in result.output
 
 
-def test_doctor_reports_a_dead_run_and_fixes_it(instance, db, database_url, dagster_home):
+def test_doctor_reports_a_dead_run_and_fixes_it(
+    instance, db, database_url, dagster_home, monkeypatch
+):
     dead = start_a_run_and_kill_it(instance, database_url, dagster_home)
+    # Another host cannot see this host's processes: it never judges the run (hosts sharing
+    # this kernel would even see its pid free).
+    monkeypatch.setenv("MLTRADING_HOST_NAME", "another-host")
+    elsewhere = json.loads(CliRunner().invoke(main, ["doctor", "--json", "--fix"]).output)
+    assert elsewhere["dagster"]["dead_runs"] == [] and elsewhere["fixed"] == []
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.STARTED
+    monkeypatch.delenv("MLTRADING_HOST_NAME")
+
     report = json.loads(CliRunner().invoke(main, ["doctor", "--json"]).output)
     assert report["dagster"]["dead_runs"] == [dead]
     assert any("its process is gone" in p for p in report["problems"])

@@ -5,21 +5,19 @@ with `mltrading materialize`, as a user would."""
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from mltrading_assets.paths import PROJECT_ROOT
-from mltrading_assets_tests.conftest import run_cli
+from mltrading_assets_tests.conftest import free_port, run_cli
 from mltrading_assets_tests.fake_yahoo import FakeYahoo
-from mltrading_assets_tests.netns_hosts import NetnsHosts, OwnRabbitMQ
-from mltrading_assets_tests.own_postgres import OwnPostgres
-from mltrading_assets_tests.test_yahoo import after_close
+from mltrading_assets_tests.netns_hosts import Cluster
+from mltrading_assets_tests.netns_hosts import cluster as build_cluster
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("rabbitmq-server"),
@@ -29,79 +27,11 @@ pytestmark = pytest.mark.skipif(
 SLOTS = 5
 
 
-@dataclass
-class Cluster:
-    hosts: NetnsHosts
-    yahoo: FakeYahoo
-    engine: sa.Engine
-    env: dict[str, str]
-    folder: Path
-    workers: list[subprocess.Popen]
-
-    def start_worker(self, index: int) -> None:
-        name = f"host{index + 1}"
-        env = {
-            **self.env,
-            "MLTRADING_HOME": str(self.folder / name),
-            "MLTRADING_YFINANCE_CACHE_DIR": str(self.folder / name / "yfinance"),
-        }
-        command = [sys.executable, "-m", "mltrading_assets.cli", "worker", "--name", name]
-        self.workers[index] = self.hosts.popen(index, command, env, self.folder / f"{name}.log")
-
-    def wait_for_workers(self, count: int, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            doctor = run_cli(self.env, "doctor", check=False).stdout
-            if doctor.count("worker mltrading1@host") == count or time.monotonic() > deadline:
-                return doctor
-            time.sleep(1)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cluster")
-    with NetnsHosts(2) as hosts:
-        postgres = OwnPostgres(host=hosts.gateway)
-        broker = OwnRabbitMQ(hosts.gateway)
-        yahoo = FakeYahoo(now=after_close(), latency_s=0.2, address=hosts.gateway)
-        cluster = None
-        try:
-            postgres.start()
-            url = postgres.create_database("cluster")
-            broker.start()
-            yahoo.start()
-            env = {
-                **{
-                    k: v
-                    for k, v in os.environ.items()
-                    if not k.startswith(("DAGSTER", "MLTRADING"))
-                },
-                **yahoo.env(),
-                "MLTRADING_DATABASE_URL": url,
-                "MLTRADING_CELERY_BROKER": broker.url,
-                "MLTRADING_SOURCE": "yahoo",
-                "MLTRADING_MAX_CONCURRENT_REQUESTS": str(SLOTS),
-                "MLTRADING_SYMBOLS_PER_RUN": "40",
-                "MLTRADING_HOME": str(folder / "control"),
-                "MLTRADING_HOST_NAME": "control",
-                "MLTRADING_YFINANCE_CACHE_DIR": str(folder / "control" / "yfinance"),
-            }
-            run_cli(env, "db", "init")
-            engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
-            cluster = Cluster(hosts, yahoo, engine, env, folder, [None, None])
-            for index in range(2):
-                cluster.start_worker(index)
-            doctor = cluster.wait_for_workers(2)
-            assert "worker mltrading1@host1" in doctor and "worker mltrading1@host2" in doctor, (
-                doctor
-            )
-            yield cluster
-        finally:
-            if cluster is not None:
-                cluster.engine.dispose()
-            yahoo.stop()
-            broker.close()
-            postgres.close()
+    settings = {"MLTRADING_MAX_CONCURRENT_REQUESTS": str(SLOTS), "MLTRADING_SYMBOLS_PER_RUN": "40"}
+    with build_cluster(tmp_path_factory.mktemp("cluster"), 2, env=settings) as built:
+        yield built
 
 
 def _symbols(yahoo: FakeYahoo, prefix: str, count: int) -> list[str]:
@@ -169,50 +99,170 @@ def test_a_refresh_spreads_over_both_hosts_and_yahoo_sees_at_most_5_per_host(clu
         assert _slots_held(conn) == 0
 
 
-def test_a_host_killed_mid_step_hands_its_step_to_the_other_host(cluster):
-    symbols = _symbols(cluster.yahoo, "KIL", 80)
-    before = dict(cluster.yahoo.stats.chart_requests)
+def _launch_while_fetching(cluster: Cluster, symbols: list[str]) -> tuple[subprocess.Popen, int]:
+    """`mltrading materialize` of the bars of ``symbols`` (one run), returned once a host
+    has fetched a few of them and has requests in flight; with that host's index."""
+    before = sum(cluster.yahoo.stats.chart_requests[s] for s in symbols)
     launch = subprocess.Popen(
         [sys.executable, "-m", "mltrading_assets.cli", "materialize", "--asset", "market_data",
          "--runs-at-once", "1", "--symbols", ",".join(symbols)],
         cwd=PROJECT_ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
-    # Wait until one host is fetching this run's symbols, then cut its power.
-    victim = None
     deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline:
-        busy = {
-            address: n for address, n in cluster.yahoo.stats.in_flight_by_address.items() if n > 0
-        }
-        fetched = sum(cluster.yahoo.stats.chart_requests[s] for s in symbols) - sum(
-            before.get(s, 0) for s in symbols
-        )
+    while time.monotonic() < deadline:
+        fetched = sum(cluster.yahoo.stats.chart_requests[s] for s in symbols) - before
+        busy = [a for a, n in cluster.yahoo.stats.in_flight_by_address.items() if n > 0]
         if busy and fetched >= 10:
-            victim = cluster.hosts.addresses.index(next(iter(busy)))
+            return launch, cluster.hosts.addresses.index(busy[0])
         time.sleep(0.05)
-    assert victim is not None, "no host started fetching"
+    launch.kill()
+    raise AssertionError(f"no host started fetching: {launch.communicate()[0][-3000:]}")
+
+
+def _latest_bars_run(conn: sa.Connection, first: str) -> tuple[str, str]:
+    return conn.execute(
+        sa.text(
+            "SELECT r.run_id, r.status FROM dagster.runs r JOIN dagster.run_tags t "
+            "ON t.run_id = r.run_id AND t.key = 'dagster/asset_partition_range_start' "
+            "WHERE t.value = :first AND r.pipeline_name = 'market_data_job' "
+            "ORDER BY r.create_timestamp DESC LIMIT 1"
+        ),
+        {"first": first},
+    ).one()
+
+
+def _assert_the_survivor_did_the_step(cluster: Cluster, symbols: list[str], victim: int) -> None:
+    """The run succeeded on the other host: every symbol's bars once, no slot held."""
+    survivor = f"host{2 - victim}"
+    with cluster.engine.connect() as conn:
+        run_id, status = _latest_bars_run(conn, symbols[0])
+        with_bars, bars, distinct_bars = _bars(conn, symbols[0][:3] + "%")
+        held = _slots_held(conn)
+    assert status == "SUCCESS"
+    assert _hosts_of_runs(cluster.engine, "mltrading/market_data.host")[run_id] == survivor
+    assert with_bars == len(symbols) and bars == distinct_bars
+    assert held == 0
+
+
+def _bring_back(cluster: Cluster, victim: int) -> None:
+    cluster.hosts.kill_all(victim)
+    cluster.hosts.cut(victim, connected=True)
+    cluster.start_worker(victim)
+    assert cluster.wait_for_workers(2).count("worker mltrading1@host") == 2
+
+
+def test_a_host_killed_mid_step_hands_its_step_to_the_other_host(cluster):
+    symbols = _symbols(cluster.yahoo, "KIL", 80)
+    launch, victim = _launch_while_fetching(cluster, symbols)
     assert cluster.hosts.kill_all(victim)
     out, _ = launch.communicate(timeout=300)
     assert launch.returncode == 0, out
+    _assert_the_survivor_did_the_step(cluster, symbols, victim)
+    _bring_back(cluster, victim)
 
-    # The step ran again on the survivor, which finished every symbol; each bar is there once.
-    survivor = f"host{2 - victim}"
-    run_hosts = _hosts_of_runs(cluster.engine, "mltrading/market_data.host")
+
+def test_a_host_whose_link_is_cut_mid_step_hands_its_step_to_the_other_host(cluster):
+    """Its database sessions look alive to the server until TCP gives up on them: the rows
+    they lock must not hold the other host's rerun of the same symbols for long."""
+    symbols = _symbols(cluster.yahoo, "CUT", 80)
+    launch, victim = _launch_while_fetching(cluster, symbols)
+    cluster.hosts.cut(victim)
+    cut_at = time.monotonic()
+    out, _ = launch.communicate(timeout=300)
+    took = time.monotonic() - cut_at
+    assert launch.returncode == 0, out
+    _assert_the_survivor_did_the_step(cluster, symbols, victim)
+    print(f"cut link: the run ended {took:.0f} s after the cut")
+    _bring_back(cluster, victim)
+
+
+def test_a_run_terminated_mid_step_stops_its_step_on_the_host_and_a_rerun_converges(cluster):
+    symbols = _symbols(cluster.yahoo, "TRM", 80)
+    cluster.yahoo.latency_s = 0.5
+    try:
+        launch, _ = _launch_while_fetching(cluster, symbols)
+        with cluster.engine.connect() as conn:
+            run_id, _ = _latest_bars_run(conn, symbols[0])
+        # What the UI's Terminate does first: the run is marked CANCELING.
+        script = (
+            "import dagster as dg, sys; i = dg.DagsterInstance.get(); "
+            "i.report_run_canceling(i.get_run_by_id(sys.argv[1]))"
+        )
+        control = {**cluster.env, "DAGSTER_HOME": str(cluster.folder / "control" / "dagster_home")}
+        subprocess.run([sys.executable, "-c", script, run_id], env=control, check=True)
+        out, _ = launch.communicate(timeout=60)
+    finally:
+        cluster.yahoo.latency_s = 0.2
+    fetched = sum(cluster.yahoo.stats.chart_requests[s] for s in symbols)
+    time.sleep(3)
+    # The step stopped: no further request, and not every symbol was fetched.
+    assert sum(cluster.yahoo.stats.chart_requests[s] for s in symbols) == fetched
     with cluster.engine.connect() as conn:
-        run_id = conn.execute(
-            sa.text(
-                "SELECT run_id FROM dagster.runs WHERE run_body LIKE :first "
-                "ORDER BY create_timestamp DESC LIMIT 1"
-            ),
-            {"first": "%KIL000%"},
-        ).scalar()
-        with_bars, bars, distinct_bars = _bars(conn, "KIL%")
-        held = _slots_held(conn)
-    assert run_hosts[run_id] == survivor
-    assert with_bars == 80 and bars == distinct_bars
-    assert held == 0
+        _, status = _latest_bars_run(conn, symbols[0])
+        stopped_with = _bars(conn, "TRM%")[0]
+        assert _slots_held(conn) == 0
+    assert status == "CANCELED", out
+    # The command started no further range, and the terminated one stopped part-way.
+    assert launch.returncode == 130 and "interrupted: run" in out, out
+    assert stopped_with < 40
+    # Launched again, every symbol's bars are there once.
+    run_cli(cluster.env, "materialize", "--asset", "market_data", "--symbols", ",".join(symbols))
+    with cluster.engine.connect() as conn:
+        with_bars, bars, distinct_bars = _bars(conn, "TRM%")
+    assert with_bars == len(symbols) and bars == distinct_bars
 
-    # The killed host comes back and takes work again.
-    cluster.start_worker(victim)
-    assert cluster.wait_for_workers(2).count("worker mltrading1@host") == 2
+
+def test_a_step_for_a_queue_nobody_serves_fails_the_run_at_once(cluster):
+    env = {**cluster.env, "MLTRADING_QUEUE_FEATURES": "nobody"}
+    started = time.monotonic()
+    done = run_cli(env, "materialize", "--asset", "features", "--symbols", "SPR000", check=False)
+    assert done.returncode == 1
+    assert "no worker serves queue nobody" in done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    doctor = run_cli(env, "doctor", check=False)
+    assert doctor.returncode == 1 and "PROBLEM: no worker serves queue nobody" in doctor.stdout
+
+
+def test_the_daemons_runs_for_new_symbols_land_on_both_hosts(cluster):
+    """The daemon's path: symbols added while `mltrading ui` runs are loaded by the universe
+    sensor in ranged runs and followed by features, every step on a worker host."""
+    symbols = _symbols(cluster.yahoo, "NEW", 100)
+    log = cluster.folder / "ui.log"
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "mltrading_assets.cli", "ui", "--port", str(free_port()),
+         "--charts-port", str(free_port())],
+        cwd=PROJECT_ROOT, env=cluster.env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        run_cli(cluster.env, "symbols", "add", *symbols)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            with cluster.engine.connect() as conn:
+                done = conn.execute(
+                    sa.text(
+                        "SELECT count(DISTINCT symbol) FROM feature_engineered_data "
+                        "WHERE symbol LIKE 'NEW%'"
+                    )
+                ).scalar()
+            if done == len(symbols):
+                break
+            assert ui.poll() is None, log.read_text()[-3000:]
+            time.sleep(3)
+        else:
+            raise AssertionError(f"{done} of 100 loaded in time\n{log.read_text()[-3000:]}")
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(60)
+    with cluster.engine.connect() as conn:
+        hosts = conn.execute(
+            sa.text(
+                "SELECT DISTINCT t.value FROM dagster.run_tags t JOIN dagster.run_tags n "
+                "ON n.run_id = t.run_id AND n.key = 'mltrading/new_symbols' "
+                "WHERE t.key = 'mltrading/market_data.host'"
+            )
+        ).scalars()
+        assert set(hosts) == {"host1", "host2"}
+        with_bars, bars, distinct_bars = _bars(conn, "NEW%")
+    assert with_bars == 100 and bars == distinct_bars

@@ -21,17 +21,23 @@ import _thread
 import contextlib
 import os
 import threading
+import warnings
 from functools import cache
 from typing import Any
 
 import celery
 import dagster as dg
+from celery.exceptions import DuplicateTaskNameWarning
 from dagster._core.execution.retries import RetryMode  # dagster-celery's own argument type
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from mltrading_assets.lib.dead_runs import process_tags
+
+# dagster-celery registers its step task again for every step it sends (same name, same
+# body): a warning per step in the run's terminal, telling a user nothing.
+warnings.filterwarnings("ignore", category=DuplicateTaskNameWarning)
 
 BROKER_VARIABLE = "MLTRADING_CELERY_BROKER"
 BACKEND_VARIABLE = "MLTRADING_CELERY_BACKEND"
@@ -165,13 +171,21 @@ def executor() -> dg.ExecutorDefinition:
     return host_aware_celery_executor.configured(executor_config())
 
 
-_ENDED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+# A run in any of these needs nothing more from its steps: terminated, marked failed (its
+# orchestrator died), or finished by another host (this host's link was cut and its step
+# given to another host meanwhile).
+_ENDED = (
+    dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.CANCELED,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.SUCCESS,
+)
 
 
 @contextlib.contextmanager
 def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: float = 2.0):
-    """On a worker host, interrupt the step once its run is terminated (from the UI, say)
-    or marked failed: Celery's revoke does not stop a task already running, and the step
+    """On a worker host, interrupt the step once its run has ended or is being terminated
+    (from the UI, say): Celery's revoke does not stop a task already running, and the step
     cannot watch an orchestrator on another host. Elsewhere, nothing."""
     if celery.current_task is None:
         yield
@@ -181,7 +195,10 @@ def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: 
 
     def watch() -> None:
         while not done.wait(poll_seconds):
-            run = instance.get_run_by_id(run_id)
+            try:
+                run = instance.get_run_by_id(run_id)
+            except Exception:  # the database is away for now: the step's own retries decide
+                continue
             if run is not None and run.status in _ENDED:
                 with lock:
                     if not done.is_set():

@@ -97,7 +97,7 @@ class RunSummary:
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped a run: no further run is started."""
+    """Ctrl-C, SIGTERM or a terminate from the UI stopped a run: no further run is started."""
 
     def __init__(self, summary: RunSummary) -> None:
         super().__init__(summary.run_id)
@@ -143,9 +143,17 @@ def _execute(
         {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}},
     ) as result:
         summary = RunSummary(result.run_id, first, last, result.success)
-    if not summary.success and was_interrupted(instance, summary.run_id):
+    if not summary.success and (
+        was_interrupted(instance, summary.run_id) or _terminated(instance, summary.run_id)
+    ):
         raise RunInterrupted(summary)
     return summary
+
+
+def _terminated(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Terminated from the UI while this process orchestrated it: the user stopped it."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.status == dg.DagsterRunStatus.CANCELED
 
 
 def materialize(
