@@ -151,6 +151,18 @@ class OwnRabbitMQ:
             time.sleep(0.3)
         raise RuntimeError(f"RabbitMQ did not start: {(self.root / 'server.out').read_text()}")
 
+    def restart(self) -> None:
+        """Stopped as a service manager stops it (its durable queues are kept), then started."""
+        subprocess.run(
+            ["rabbitmqctl", "-n", self.node, "stop"],
+            env={**os.environ, "HOME": str(self.root)},
+            capture_output=True,
+            timeout=60,
+        )
+        if self.process is not None:
+            self.process.wait(60)
+        self.start()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -171,6 +183,7 @@ class Cluster:
 
     hosts: NetnsHosts
     yahoo: FakeYahoo
+    broker: OwnRabbitMQ
     engine: sa.Engine
     url: str
     env: dict[str, str]
@@ -242,7 +255,9 @@ def cluster(
                 **(env or {}),
             }
             engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
-            built = Cluster(netns, yahoo, engine, url, control, folder, pin_cores, [None] * hosts)
+            built = Cluster(
+                netns, yahoo, broker, engine, url, control, folder, pin_cores, [None] * hosts
+            )
             done = built.cli("db", "init")
             assert done.returncode == 0, done.stdout + done.stderr
             for index in range(hosts):

@@ -213,6 +213,31 @@ def test_a_run_terminated_mid_step_stops_its_step_on_the_host_and_a_rerun_conver
     assert with_bars == len(symbols) and bars == distinct_bars
 
 
+def test_a_broker_restart_mid_run_leaves_no_run_stuck_and_a_rerun_converges(cluster):
+    symbols = _symbols(cluster.yahoo, "BRK", 80)
+    launch, _ = _launch_while_fetching(cluster, symbols)
+    restarted_at = time.monotonic()
+    cluster.broker.restart()
+    out, _ = launch.communicate(timeout=300)
+    took = time.monotonic() - restarted_at
+    with cluster.engine.connect() as conn:
+        stuck = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM dagster.runs WHERE status IN ('STARTING', 'STARTED') "
+                "AND run_body LIKE '%BRK0%'"
+            )
+        ).scalar()
+    print(f"broker restart: the command ended {took:.0f} s later, exit {launch.returncode}")
+    assert stuck == 0, out
+    # The hosts are back on the broker; launched again, every symbol's bars are there once.
+    assert cluster.wait_for_workers(2).count("worker mltrading1@host") == 2
+    run_cli(cluster.env, "materialize", "--asset", "market_data", "--symbols", ",".join(symbols))
+    with cluster.engine.connect() as conn:
+        with_bars, bars, distinct_bars = _bars(conn, "BRK%")
+        assert _slots_held(conn) == 0
+    assert with_bars == len(symbols) and bars == distinct_bars
+
+
 def test_a_step_for_a_queue_nobody_serves_fails_the_run_at_once(cluster):
     env = {**cluster.env, "MLTRADING_QUEUE_FEATURES": "nobody"}
     started = time.monotonic()
@@ -256,11 +281,12 @@ def test_the_daemons_runs_for_new_symbols_land_on_both_hosts(cluster):
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(60)
     with cluster.engine.connect() as conn:
+        # The sensor's runs for the new symbols, and the features runs that followed them.
         hosts = conn.execute(
             sa.text(
                 "SELECT DISTINCT t.value FROM dagster.run_tags t JOIN dagster.run_tags n "
-                "ON n.run_id = t.run_id AND n.key = 'mltrading/new_symbols' "
-                "WHERE t.key = 'mltrading/market_data.host'"
+                "ON n.run_id = t.run_id AND n.key IN ('mltrading/new_symbols', "
+                "'mltrading/after_run') WHERE t.key LIKE 'mltrading/%.host'"
             )
         ).scalars()
         assert set(hosts) == {"host1", "host2"}
