@@ -152,24 +152,30 @@ class OwnRabbitMQ:
         raise RuntimeError(f"RabbitMQ did not start: {(self.root / 'server.out').read_text()}")
 
     def restart(self) -> None:
-        """Stopped as a service manager stops it (its durable queues are kept), then started."""
-        subprocess.run(
-            ["rabbitmqctl", "-n", self.node, "stop"],
-            env={**os.environ, "HOME": str(self.root)},
-            capture_output=True,
-            timeout=60,
-        )
-        if self.process is not None:
-            self.process.wait(60)
+        """Stopped as a service manager stops it (SIGTERM: a clean shutdown that keeps its
+        durable queues), then started again on the same port."""
+        self._signal_and_wait(signal.SIGTERM)
         self.start()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        # Erlang's own helpers of this node (its beam outlives the script's process group).
-        subprocess.run(["pkill", "-9", "-f", self.node], capture_output=True)
+        self._signal_and_wait(signal.SIGKILL)
+
+    def _signal_and_wait(self, signum: int, timeout: float = 60.0) -> None:
+        # The server script and its Erlang VM share the process group started for them.
+        if self.process is None:
+            return
+        group = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signum)
+        self.process.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.killpg(group, signal.SIGKILL)
 
     def close(self) -> None:
         self.stop()
