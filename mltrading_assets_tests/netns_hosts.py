@@ -225,7 +225,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while True:
             doctor = self.cli("doctor").stdout
-            if doctor.count("worker mltrading1@host") == count or time.monotonic() > deadline:
+            if doctor.count("worker mltrading@host") == count or time.monotonic() > deadline:
                 return doctor
             time.sleep(1)
 
@@ -269,7 +269,7 @@ def cluster(
             for index in range(hosts):
                 built.start_worker(index)
             doctor = built.wait_for_workers(hosts)
-            assert doctor.count("worker mltrading1@host") == hosts, doctor
+            assert doctor.count("worker mltrading@host") == hosts, doctor
             yield built
         finally:
             if built is not None:

@@ -149,7 +149,7 @@ def _bring_back(cluster: Cluster, victim: int) -> None:
     cluster.hosts.kill_all(victim)
     cluster.hosts.cut(victim, connected=True)
     cluster.start_worker(victim)
-    assert cluster.wait_for_workers(2).count("worker mltrading1@host") == 2
+    assert cluster.wait_for_workers(2).count("worker mltrading@host") == 2
 
 
 def test_a_host_killed_mid_step_hands_its_step_to_the_other_host(cluster):
@@ -230,7 +230,7 @@ def test_a_broker_restart_mid_run_leaves_no_run_stuck_and_a_rerun_converges(clus
     print(f"broker restart: the command ended {took:.0f} s later, exit {launch.returncode}")
     assert stuck == 0, out
     # The hosts are back on the broker; launched again, every symbol's bars are there once.
-    assert cluster.wait_for_workers(2).count("worker mltrading1@host") == 2
+    assert cluster.wait_for_workers(2).count("worker mltrading@host") == 2
     run_cli(cluster.env, "materialize", "--asset", "market_data", "--symbols", ",".join(symbols))
     with cluster.engine.connect() as conn:
         with_bars, bars, distinct_bars = _bars(conn, "BRK%")

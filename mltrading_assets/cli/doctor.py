@@ -187,7 +187,8 @@ def check_workers(report: Report) -> None:
             f"no worker serves queue {', '.join(unserved)}: runs with such steps fail at once "
             f"(`mltrading worker --queues {','.join(unserved)}`)"
         )
-    elif len(served) < sum(consumers.values()):
+    elif len(served) < max(consumers.values(), default=0):
         report.warnings.append(
-            f"{sum(consumers.values()) - len(served)} worker(s) busy with a step did not answer"
+            f"the broker counts {max(consumers.values())} worker(s) on a queue, "
+            f"{len(served)} answered"
         )

@@ -2,7 +2,6 @@
 
 import os
 import socket
-import subprocess
 import sys
 
 import click
@@ -12,14 +11,16 @@ from mltrading_assets.cli import environment as env
 CELERY_APP = "mltrading_assets.lib.celery_worker"
 
 
-def celery_command(name: str, index: int, queues: str, log_level: str) -> list[str]:
-    # --pool solo: the step runs in the worker process itself, which may start the step's
-    # per-symbol worker processes (a prefork child is daemonic and may not).
+def celery_command(name: str, queues: str, concurrency: int, log_level: str) -> list[str]:
+    # Prefork: each step runs in a pool child while the worker's main process keeps the
+    # broker connection alive (a solo worker sends no heartbeat during a long step, and the
+    # broker then drops it and hands the step to another host while it still runs).
     return [
         sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
-        "--pool", "solo",
+        "--pool", "prefork",
+        "--concurrency", str(concurrency),
         "--queues", queues,
-        "--hostname", f"mltrading{index}@{name}",
+        "--hostname", f"mltrading@{name}",
         "--loglevel", log_level.upper(),
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip
@@ -69,24 +70,8 @@ def worker(name: str, queues: str, concurrency: int, log_level: str) -> None:
         )
     env.ready_environment()
     os.environ["MLTRADING_HOST_NAME"] = name
-    commands = [celery_command(name, i, queues, log_level) for i in range(1, concurrency + 1)]
     click.echo(
         f"worker host {name}: {concurrency} step(s) at once from queue(s) {queues} "
         f"(broker {distributed.redacted_broker()})"
     )
-    if concurrency == 1:
-        os.execv(sys.executable, commands[0])
-    raise SystemExit(_run_all(commands))
-
-
-def _run_all(commands: list[str]) -> int:
-    """Several solo workers; each dies with this process (a killed host leaves none)."""
-    from mltrading_assets.workers.lifeline import die_with_parent
-
-    children = [subprocess.Popen(command, preexec_fn=die_with_parent) for command in commands]
-    try:
-        return max(child.wait() for child in children)
-    except KeyboardInterrupt:
-        for child in children:
-            child.terminate()  # Celery's warm shutdown: the running step finishes first
-        return max(child.wait() for child in children)
+    os.execv(sys.executable, celery_command(name, queues, concurrency, log_level))

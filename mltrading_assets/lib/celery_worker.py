@@ -2,7 +2,9 @@
 started by ``mltrading worker``): the executor's app with dagster-celery's step task."""
 
 import importlib
+import multiprocessing
 
+from celery.signals import worker_process_init
 from dagster_celery.tasks import create_task
 
 from mltrading_assets.lib.distributed import celery_app
@@ -13,3 +15,16 @@ execute_plan = create_task(app)
 # Loaded by name (this layer sits below the definitions) once, when the worker starts: the
 # first step would otherwise pay ~6 s of imports.
 importlib.import_module(DEFINITIONS_MODULE)
+
+
+@worker_process_init.connect
+def _may_start_processes(**_) -> None:
+    """Let the step in this pool child start its per-symbol worker processes.
+
+    Celery marks its pool children daemonic, and multiprocessing refuses to start a process
+    from a daemonic one (a CPython internal, ``_config["daemon"]``, checked by
+    ``BaseProcess.start``). The rule keeps orphans from outliving a daemonic parent; our
+    symbol workers die with their parent anyway (``PR_SET_PDEATHSIG``). test_scale_out
+    runs symbol pools inside these children, so a change upstream fails it.
+    """
+    multiprocessing.current_process()._config["daemon"] = False

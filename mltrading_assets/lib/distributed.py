@@ -3,8 +3,8 @@
 
 Each step is one Celery task: the run's orchestrator (Dagster's run worker, or the command
 that launched the run) stays where it was launched and waits, and a worker host (``mltrading
-worker``) executes the step in its own process, where the step's per-symbol worker pool
-starts as it does on one machine. Work spreads across hosts because a tick or a backfill is
+worker``) executes the step in a pool child of its own, where the step's per-symbol worker
+pool starts as it does on one machine. Work spreads across hosts because a tick or a backfill is
 many ranged runs, whose steps the hosts take one at a time from the queue.
 
 What we add to dagster-celery's executor, and why:
@@ -17,8 +17,8 @@ What we add to dagster-celery's executor, and why:
   died (connection closed, or heartbeats missed after a cut link) to another worker.
 """
 
-import _thread
 import contextlib
+import ctypes
 import os
 import threading
 import warnings
@@ -105,8 +105,7 @@ def celery_app():
 
 
 def served_queues(timeout: float = 2.0) -> dict[str, list[str]]:
-    """Each worker that answers within ``timeout``, with the queues it consumes. A worker
-    busy with a step does not answer (a solo worker runs the step in its only thread)."""
+    """Each worker that answers within ``timeout``, with the queues it consumes."""
     answers = celery_app().control.inspect(timeout=timeout).active_queues() or {}
     return {worker: sorted(q["name"] for q in queues) for worker, queues in answers.items()}
 
@@ -182,6 +181,16 @@ _ENDED = (
 )
 
 
+def _interrupt(thread_id: int) -> None:
+    """Raise KeyboardInterrupt in the step's thread. Not a signal: Celery's pool children
+    ignore SIGINT (their parent handles Ctrl-C), so ``_thread.interrupt_main`` does nothing
+    there. CPython's PyThreadState_SetAsyncExc delivers it at the step's next bytecode (the
+    step wakes as each symbol ends)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(KeyboardInterrupt)
+    )
+
+
 @contextlib.contextmanager
 def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: float = 2.0):
     """On a worker host, interrupt the step once its run has ended or is being terminated
@@ -192,6 +201,7 @@ def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: 
         return
     done = threading.Event()
     lock = threading.Lock()
+    step_thread = threading.get_ident()
 
     def watch() -> None:
         while not done.wait(poll_seconds):
@@ -202,7 +212,7 @@ def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: 
             if run is not None and run.status in _ENDED:
                 with lock:
                     if not done.is_set():
-                        _thread.interrupt_main()
+                        _interrupt(step_thread)
                 return
 
     threading.Thread(target=watch, name="run-status-watch", daemon=True).start()
