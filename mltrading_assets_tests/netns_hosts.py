@@ -33,8 +33,13 @@ class NetnsHosts:
     """``count`` hosts, each a network namespace with one veth link to a bridge whose own
     address (``gateway``) is where the services they use listen."""
 
+    _built = 0
+
     def __init__(self, count: int) -> None:
-        tag = os.getpid() % 10000
+        # Unique per set built by this process too: a namespace's veth may outlive its
+        # deletion for a moment, and the benchmark builds one set after another.
+        NetnsHosts._built += 1
+        tag = (os.getpid() * 7 + NetnsHosts._built) % 10000
         # A /24 of the private range picked from the pid, so parallel runs do not meet.
         self.subnet = f"10.{200 + tag % 50}.{tag % 250}"
         self.gateway = f"{self.subnet}.1"
@@ -93,6 +98,8 @@ class NetnsHosts:
             with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
                 self.kill_all(index)
                 _ip("netns", "del", name)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                _ip("link", "del", self.links[index])
         with contextlib.suppress(subprocess.CalledProcessError):
             _ip("link", "del", self.bridge)
 
