@@ -58,7 +58,7 @@ CELERY_SETTINGS: dict[str, Any] = {
     # A host whose link is cut is given up by the broker within ~30 s.
     "broker_heartbeat": 10,
     "broker_connection_retry_on_startup": True,
-    # Each worker host asks its workers for their queues in well under this.
+    # The reply queues of the questions `mltrading doctor` asks the workers go after a minute.
     "control_queue_expires": 60,
 }
 
