@@ -87,6 +87,7 @@ class SharedRequestSlots:
         self.key = zlib.crc32(f"mltrading-requests:{scope}".encode()) - 2**31
         self._conn: sa.Connection | None = None
         self._engine: sa.Engine | None = None
+        self._own: sa.Connection | None = None
         self._held: int | None = None
 
     def __getstate__(self) -> dict:
@@ -104,17 +105,13 @@ class SharedRequestSlots:
         finally:
             self._conn = None
 
-    def _connection(self) -> sa.Connection:
-        if self._conn is not None:
-            return self._conn
-        # A request outside a symbol's task (the client's first cookie, say).
-        if self._engine is None:
-            self._engine = create_app_engine(self.database_url, pool_size=1)
-        self._conn = self._engine.connect()
-        return self._conn
-
     def __enter__(self) -> "SharedRequestSlots":
-        conn = self._connection()
+        conn = self._conn
+        if conn is None:
+            # A request outside a symbol's task: a connection of its own, for this request.
+            if self._engine is None:
+                self._engine = create_app_engine(self.database_url, pool_size=1)
+            conn = self._own = self._engine.connect()
         while True:
             slot = conn.execute(_TRY_SLOT, {"key": self.key, "count": self.count}).scalar()
             conn.commit()
@@ -125,14 +122,18 @@ class SharedRequestSlots:
 
     def __exit__(self, *exc) -> None:
         slot, self._held = self._held, None
-        if slot is None or self._conn is None:
-            return
+        conn = self._conn or self._own
         try:
-            self._conn.execute(_RELEASE_SLOT, {"key": self.key, "slot": slot})
-            self._conn.commit()
+            if slot is not None and conn is not None:
+                conn.execute(_RELEASE_SLOT, {"key": self.key, "slot": slot})
+                conn.commit()
         except sa.exc.DBAPIError:
             # The session is gone, and its lock with it; the task's own retry reconnects.
             pass
+        finally:
+            if self._own is not None:
+                self._own.close()  # back to its pool, its lock released above
+                self._own = None
 
 
 # The first free slot; a plain scan with LIMIT 1 stops at the first lock it gets.
