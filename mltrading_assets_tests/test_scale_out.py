@@ -54,12 +54,6 @@ def _bars(conn: sa.Connection, like: str) -> tuple[int, int, int]:
     ).one()
 
 
-def _slots_held(conn: sa.Connection) -> int:
-    return conn.execute(
-        sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
-    ).scalar_one()
-
-
 def _hosts_of_runs(engine: sa.Engine, key: str) -> dict[str, str]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -95,8 +89,7 @@ def test_a_refresh_spreads_over_both_hosts_and_yahoo_sees_at_most_5_per_host(clu
     assert set(peaks) == set(cluster.hosts.addresses), peaks
     assert all(1 <= peak <= SLOTS for peak in peaks.values()), peaks
     # No request slot is left held.
-    with cluster.engine.connect() as conn:
-        assert _slots_held(conn) == 0
+    assert _slots_freed_by(cluster.engine, time.monotonic()) == ""
 
 
 def _launch_while_fetching(cluster: Cluster, symbols: list[str]) -> tuple[subprocess.Popen, int]:
@@ -132,17 +125,31 @@ def _latest_bars_run(conn: sa.Connection, first: str) -> tuple[str, str]:
     ).one()
 
 
+def _slots_freed_by(engine: sa.Engine, deadline: float) -> str:
+    """'' once no request slot is held, waiting until ``deadline`` (monotonic) at most; else
+    who still holds one."""
+    while True:
+        with engine.connect() as conn:
+            holders = conn.execute(
+                sa.text(
+                    "SELECT a.application_name, a.client_addr, a.state FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+                )
+            ).all()
+        if not holders or time.monotonic() > deadline:
+            return "; ".join(map(str, holders))
+        time.sleep(0.5)
+
+
 def _assert_the_survivor_did_the_step(cluster: Cluster, symbols: list[str], victim: int) -> None:
-    """The run succeeded on the other host: every symbol's bars once, no slot held."""
+    """The run succeeded on the other host: every symbol's bars once."""
     survivor = f"host{2 - victim}"
     with cluster.engine.connect() as conn:
         run_id, status = _latest_bars_run(conn, symbols[0])
         with_bars, bars, distinct_bars = _bars(conn, symbols[0][:3] + "%")
-        held = _slots_held(conn)
     assert status == "SUCCESS"
     assert _hosts_of_runs(cluster.engine, "mltrading/market_data.host")[run_id] == survivor
     assert with_bars == len(symbols) and bars == distinct_bars
-    assert held == 0
 
 
 def _bring_back(cluster: Cluster, victim: int) -> None:
@@ -155,26 +162,34 @@ def _bring_back(cluster: Cluster, victim: int) -> None:
 def test_a_host_killed_mid_step_hands_its_step_to_the_other_host(cluster):
     symbols = _symbols(cluster.yahoo, "KIL", 80)
     launch, victim = _launch_while_fetching(cluster, symbols)
-    assert cluster.hosts.kill_all(victim)
-    out, _ = launch.communicate(timeout=300)
-    assert launch.returncode == 0, out
-    _assert_the_survivor_did_the_step(cluster, symbols, victim)
-    _bring_back(cluster, victim)
+    try:
+        assert cluster.hosts.kill_all(victim)
+        out, _ = launch.communicate(timeout=300)
+        assert launch.returncode == 0, out
+        _assert_the_survivor_did_the_step(cluster, symbols, victim)
+        # The killed host's sessions ended with its processes; their slots went with them.
+        assert _slots_freed_by(cluster.engine, time.monotonic() + 10) == ""
+    finally:
+        _bring_back(cluster, victim)
 
 
 def test_a_host_whose_link_is_cut_mid_step_hands_its_step_to_the_other_host(cluster):
-    """Its database sessions look alive to the server until TCP gives up on them: the rows
-    they lock must not hold the other host's rerun of the same symbols for long."""
+    """Its database sessions look alive to the server until TCP gives up on them: the slots
+    they hold go within the keepalive bound, not TCP's default two hours."""
     symbols = _symbols(cluster.yahoo, "CUT", 80)
     launch, victim = _launch_while_fetching(cluster, symbols)
-    cluster.hosts.cut(victim)
-    cut_at = time.monotonic()
-    out, _ = launch.communicate(timeout=300)
-    took = time.monotonic() - cut_at
-    assert launch.returncode == 0, out
-    _assert_the_survivor_did_the_step(cluster, symbols, victim)
-    print(f"cut link: the run ended {took:.0f} s after the cut")
-    _bring_back(cluster, victim)
+    try:
+        cluster.hosts.cut(victim)
+        cut_at = time.monotonic()
+        out, _ = launch.communicate(timeout=300)
+        took = time.monotonic() - cut_at
+        assert launch.returncode == 0, out
+        _assert_the_survivor_did_the_step(cluster, symbols, victim)
+        print(f"cut link: the run ended {took:.0f} s after the cut")
+        # ~25 s of keepalives (or unacknowledged sends), with room for a slow machine.
+        assert _slots_freed_by(cluster.engine, cut_at + 60) == ""
+    finally:
+        _bring_back(cluster, victim)
 
 
 def test_a_run_terminated_mid_step_stops_its_step_on_the_host_and_a_rerun_converges(cluster):
@@ -201,7 +216,7 @@ def test_a_run_terminated_mid_step_stops_its_step_on_the_host_and_a_rerun_conver
     with cluster.engine.connect() as conn:
         _, status = _latest_bars_run(conn, symbols[0])
         stopped_with = _bars(conn, "TRM%")[0]
-        assert _slots_held(conn) == 0
+    assert _slots_freed_by(cluster.engine, time.monotonic()) == ""
     assert status == "CANCELED", out
     # The command started no further range, and the terminated one stopped part-way.
     assert launch.returncode == 130 and "interrupted: run" in out, out
@@ -234,7 +249,7 @@ def test_a_broker_restart_mid_run_leaves_no_run_stuck_and_a_rerun_converges(clus
     run_cli(cluster.env, "materialize", "--asset", "market_data", "--symbols", ",".join(symbols))
     with cluster.engine.connect() as conn:
         with_bars, bars, distinct_bars = _bars(conn, "BRK%")
-        assert _slots_held(conn) == 0
+    assert _slots_freed_by(cluster.engine, time.monotonic()) == ""
     assert with_bars == len(symbols) and bars == distinct_bars
 
 

@@ -22,16 +22,20 @@ def _psycopg2(url: str | sa.URL) -> sa.URL:
 
 # A peer that vanished without closing (a host whose link was cut) is given up within ~25 s,
 # on both sides: the client's libpq and, per session, the server, which then rolls back the
-# session's transaction and releases its locks (request slots included). The server's own
-# default waits two hours before probing.
+# session's transaction and releases its locks (request slots included). Keepalives cover an
+# idle session; the user timeout covers one cut while the server was still sending to it, which
+# would otherwise wait out ~15 minutes of retransmissions. The server's own default waits two
+# hours before probing.
 KEEPALIVES = {
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    "tcp_user_timeout": 25_000,
 }
-SERVER_KEEPALIVES = " ".join(
-    f"-c tcp_{name}={value}" for name, value in KEEPALIVES.items() if name != "keepalives"
+SERVER_KEEPALIVES = (
+    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+    "-c tcp_user_timeout=25000"
 )
 
 
