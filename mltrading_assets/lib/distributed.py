@@ -20,8 +20,10 @@ What we add to dagster-celery's executor, and why:
 import contextlib
 import ctypes
 import os
+import signal
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
@@ -147,7 +149,8 @@ class HostAwareCeleryExecutor(CeleryExecutor):
                 f"--queues {','.join(missing)}`); the run's steps would wait for ever",
                 allow_retries=False,
             )
-        yield from super().execute(plan_context, execution_plan)
+        with _interrupt_when_terminated(plan_context.instance, run.run_id):
+            yield from super().execute(plan_context, execution_plan)
 
 
 @dg.executor(
@@ -192,16 +195,17 @@ def _interrupt(thread_id: int) -> None:
 
 
 @contextlib.contextmanager
-def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: float = 2.0):
-    """On a worker host, interrupt the step once its run has ended or is being terminated
-    (from the UI, say): Celery's revoke does not stop a task already running, and the step
-    cannot watch an orchestrator on another host. Elsewhere, nothing."""
-    if celery.current_task is None:
-        yield
-        return
+def _on_run_status(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    statuses: tuple[dg.DagsterRunStatus, ...],
+    act: Callable[[], None],
+    poll_seconds: float,
+) -> Iterator[None]:
+    """Call ``act`` once, from a watching thread, if the run reaches one of ``statuses``
+    before the block ends; never after it ended."""
     done = threading.Event()
     lock = threading.Lock()
-    step_thread = threading.get_ident()
 
     def watch() -> None:
         while not done.wait(poll_seconds):
@@ -209,10 +213,10 @@ def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: 
                 run = instance.get_run_by_id(run_id)
             except Exception:  # the database is away for now: the step's own retries decide
                 continue
-            if run is not None and run.status in _ENDED:
+            if run is not None and run.status in statuses:
                 with lock:
                     if not done.is_set():
-                        _interrupt(step_thread)
+                        act()
                 return
 
     threading.Thread(target=watch, name="run-status-watch", daemon=True).start()
@@ -221,3 +225,31 @@ def stop_when_run_ends(instance: dg.DagsterInstance, run_id: str, poll_seconds: 
     finally:
         with lock:
             done.set()
+
+
+def stop_when_run_ends(
+    instance: dg.DagsterInstance, run_id: str, poll_seconds: float = 2.0
+) -> contextlib.AbstractContextManager:
+    """On a worker host, interrupt the step once its run has ended or is being terminated
+    (from the UI, say): Celery's revoke does not stop a task already running, and the step
+    cannot watch an orchestrator on another host. Elsewhere, nothing."""
+    if celery.current_task is None:
+        return contextlib.nullcontext()
+    step_thread = threading.get_ident()
+    return _on_run_status(instance, run_id, _ENDED, lambda: _interrupt(step_thread), poll_seconds)
+
+
+def _interrupt_when_terminated(
+    instance: dg.DagsterInstance, run_id: str, poll_seconds: float = 1.0
+) -> contextlib.AbstractContextManager:
+    """The orchestrator's side of a terminate: once the run is CANCELING, interrupt the
+    orchestrator as Ctrl-C would, so that dagster-celery's loop revokes what is queued and
+    submits nothing more (a step the terminate stopped would otherwise come back as a retry).
+    Dagster captures SIGINT during execution and its loop checks for it each second; the
+    signal is only sent while that capture is in place (the main thread, inside the run)."""
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    terminated = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+    return _on_run_status(
+        instance, run_id, terminated, lambda: os.kill(os.getpid(), signal.SIGINT), poll_seconds
+    )
