@@ -26,8 +26,10 @@ class Monitor:
         database: str,
         interval: float = 0.1,
         holder: Callable[[str], str] = lambda name: name,
+        by_address: bool = False,
     ) -> None:
         self._holder = holder
+        self._by_address = by_address
         self._engine = engine
         self._database = database
         self._interval = interval
@@ -47,7 +49,7 @@ class Monitor:
         me = psutil.Process()
         with self._engine.connect() as conn:
             while not self._stop.is_set():
-                names = client_connections(conn, self._database)
+                names = client_connections(conn, self._database, self._by_address)
                 conn.rollback()  # pg_stat_activity is a per-transaction snapshot
                 if len(names) > self.peaks.connections:
                     self.peaks.connections = len(names)
@@ -56,13 +58,15 @@ class Monitor:
                 self._stop.wait(self._interval)
 
 
-def client_connections(conn: sa.Connection, database: str) -> list[str]:
-    """The application names of ``database``'s client connections, other than ``conn``."""
+def client_connections(conn: sa.Connection, database: str, by_address: bool = False) -> list[str]:
+    """The application names of ``database``'s client connections, other than ``conn``;
+    ``by_address``: each as ``address name`` (hosts of their own each have an address)."""
+    name = "host(client_addr) || ' ' || application_name" if by_address else "application_name"
     return list(
         conn.execute(
             sa.text(
                 # Client connections only: autovacuum workers show up here too.
-                "SELECT application_name FROM pg_stat_activity WHERE datname = :d "
+                f"SELECT {name} FROM pg_stat_activity WHERE datname = :d "
                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
             ),
             {"d": database},

@@ -7,7 +7,7 @@ Prints, per host count, the full load (a year of bars and every feature of N syn
 symbols, one range per host at a time) and, on 2 hosts, the yahoo refresh with one client
 address per host against the local Yahoo-compatible server:
 BENCH scenario=scale_out_full_load hosts=<h> symbols=<N> wall_s=<x> peak_connections=<k>
-      connection_budget=<hosts x (workers + 3)>
+      connection_budget=<hosts x (workers + 3)> at_peak=<host:role=k,...>
 BENCH scenario=scale_out_speedup symbols=<N> speedup=<1-host wall / 2-host wall>
 BENCH scenario=scale_out_yahoo_refresh hosts=2 symbols=<N> wall_s=<x> floor_s=<N x latency
       / (5 x 2)> ratio=<x> peak_in_flight_per_address=<a:k,...>
@@ -15,6 +15,7 @@ BENCH scenario=scale_out_yahoo_refresh hosts=2 symbols=<N> wall_s=<x> floor_s=<N
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -34,13 +35,31 @@ def _materialize(cluster, symbols: list[str], *args: str) -> float:
     return wall
 
 
+def _holder(built) -> Callable[[str], str]:
+    """``host:role`` of a connection: the host by its address (the control host has the
+    bridge's), the role by its name (Dagster's storage names its ``dagster pid N``)."""
+    hosts = {address: f"host{i + 1}" for i, address in enumerate(built.hosts.addresses)}
+
+    def holder(address_and_name: str) -> str:
+        address, _, name = address_and_name.partition(" ")
+        role = "dagster" if name.startswith("dagster pid") else name or "unnamed"
+        return f"{hosts.get(address, 'control')}:{role}"
+
+    return holder
+
+
+def _at_peak(holders: dict[str, int]) -> str:
+    return ",".join(f"{holder}={n}" for holder, n in sorted(holders.items()))
+
+
 def _full_load(hosts: int, symbols: int) -> float:
     from mltrading_assets_tests.netns_hosts import cluster
 
     names = [f"S{i:05d}" for i in range(symbols)]
     settings = {"MLTRADING_SOURCE": "synthetic", "MLTRADING_SYMBOLS_PER_RUN": str(SYMBOLS_PER_RUN)}
     with cluster(Path(tempfile.mkdtemp()), hosts, pin_cores=True, env=settings) as built:
-        with Monitor(built.engine, "cluster", interval=0.5) as monitor:
+        holder = _holder(built)
+        with Monitor(built.engine, "cluster", 0.5, holder, by_address=True) as monitor:
             wall = _materialize(built, names)
         # A worker per host (one core each) holds a connection, plus each host's Celery
         # process and its step's Dagster storage, plus the orchestrators on the control host.
@@ -48,7 +67,7 @@ def _full_load(hosts: int, symbols: int) -> float:
         print(
             f"BENCH scenario=scale_out_full_load hosts={hosts} symbols={symbols} "
             f"wall_s={wall:.2f} peak_connections={monitor.peaks.connections} "
-            f"connection_budget={budget}",
+            f"connection_budget={budget} at_peak={_at_peak(monitor.peaks.holders)}",
             flush=True,
         )
     return wall
