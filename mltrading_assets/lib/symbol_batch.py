@@ -18,6 +18,7 @@ from dagster._core.storage.tags import (  # Dagster's own tag names (1.13.27)
     PARTITION_NAME_TAG,
 )
 
+from mltrading_assets import trading_calendar
 from mltrading_assets.lib.batched_events import MaterializationBatches
 from mltrading_assets.lib.check_executions import withdraw_planned_checks
 from mltrading_assets.lib.dead_runs import tag_run_process
@@ -155,6 +156,7 @@ def process_symbols(
     except ValueError as exc:
         raise dg.Failure(f"the bar source is misconfigured: {exc}", allow_retries=False) from None
     source.preload()
+    trading_calendar.warm()
     tag_run_process(context, exit_with_orchestrator())
     host = host_name()
     context.instance.add_run_tags(context.run_id, {RunTags.step_host(context.op.name): host})

@@ -13,6 +13,7 @@ from mltrading_assets.trading_calendar.nyse import (
     session_close,
     sessions_between,
     trading_hours_before,
+    warm,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "session_close",
     "sessions_between",
     "trading_hours_before",
+    "warm",
 ]

@@ -162,6 +162,12 @@ def _grid(exchange: str) -> np.ndarray:
     return np.repeat(opens, per_session) + offsets * hour
 
 
+def warm() -> None:
+    """Build the NYSE calendar and its hourly grid (~0.5 s) in this process, so that
+    processes forked from it find them built instead of each building its own."""
+    _grid("XNYS")
+
+
 def grid_starts(exchange: str, first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
     """The bar starts of ``exchange``'s sessions from ``first`` to ``last`` inclusive."""
     grid = _grid(exchange)
