@@ -10,7 +10,7 @@ BENCH scenario=scale_out_full_load hosts=<h> symbols=<N> wall_s=<x> peak_connect
       connection_budget=<hosts x (workers + 3)> at_peak=<host:role=k,...>
 BENCH scenario=scale_out_speedup symbols=<N> speedup=<1-host wall / 2-host wall>
 BENCH scenario=scale_out_yahoo_refresh hosts=2 symbols=<N> wall_s=<x> floor_s=<N x latency
-      / (5 x 2)> ratio=<x> peak_in_flight_per_address=<a:k,...>
+      / (5 x 2)> ratio=<x> requests_per_symbol=<x> peak_in_flight_per_address=<a:k,...>
 """
 
 import tempfile
@@ -90,13 +90,16 @@ def _yahoo_refresh(symbols: int, latency: float) -> None:
         yahoo.now = yahoo.now + pd.Timedelta(hours=1)
         yahoo.latency_s = latency
         yahoo.stats.peak_by_address.clear()
+        before = sum(yahoo.stats.chart_requests[name] for name in names)
         wall = _materialize(built, names, "--asset", "market_data")
+        requests = sum(yahoo.stats.chart_requests[name] for name in names) - before
         floor = symbols * latency / (SLOTS * 2)
         peaks = ",".join(f"{a}:{n}" for a, n in sorted(yahoo.stats.peak_by_address.items()))
         print(
             f"BENCH scenario=scale_out_yahoo_refresh hosts=2 symbols={symbols} "
             f"latency_s={latency:.3f} wall_s={wall:.2f} floor_s={floor:.2f} "
-            f"ratio={wall / floor:.2f} peak_in_flight_per_address={peaks}",
+            f"ratio={wall / floor:.2f} requests_per_symbol={requests / symbols:.2f} "
+            f"peak_in_flight_per_address={peaks}",
             flush=True,
         )
 
