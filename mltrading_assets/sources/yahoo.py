@@ -23,6 +23,7 @@ retries the step.
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Callable
 
@@ -134,6 +135,9 @@ class YFinanceClient:
         # yfinance 1.7 calls pandas APIs that pandas 3 deprecates, once per symbol.
         warnings.filterwarnings("ignore", message="The inplace keyword", module="yfinance")
         if cache_dir:
+            # yfinance creates the folder unless it exists, and a worker that loses the race
+            # to another one doing so runs without the cache: a second request per symbol.
+            os.makedirs(cache_dir, exist_ok=True)
             yf.set_tz_cache_location(cache_dir)
         # Raise instead of logging and returning an empty frame.
         yf.config.debug.hide_exceptions = False
@@ -180,6 +184,8 @@ class YFinanceClient:
                 ) from None
             if isinstance(exc, RequestException):
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                # curl appends a pointer to its manual to every error: half the line.
+                reason = reason.split(". See https://curl.se/", 1)[0]
                 raise YahooUnavailableError(
                     f"{symbol}: no answer from Yahoo Finance ({type(exc).__name__}: {reason}; "
                     f"request timeout {self.request_timeout_s:g} s)"
