@@ -90,6 +90,12 @@ def test_a_refresh_spreads_over_both_hosts_and_yahoo_sees_at_most_5_per_host(clu
     assert all(1 <= peak <= SLOTS for peak in peaks.values()), peaks
     # No request slot is left held.
     assert _slots_freed_by(cluster.engine, time.monotonic()) == ""
+    # Each host's log is lines a person can read: a step's success says how long it took,
+    # not the kilobyte of serialized events Celery would print with it.
+    for host in ("host1", "host2"):
+        lines = (cluster.folder / f"{host}.log").read_text().splitlines()
+        assert [line for line in lines if len(line) > 300] == []
+        assert any("succeeded in" in line for line in lines)
 
 
 def _launch_while_fetching(cluster: Cluster, symbols: list[str]) -> tuple[subprocess.Popen, int]:

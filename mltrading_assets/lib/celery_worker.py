@@ -2,6 +2,7 @@
 started by ``mltrading worker``): the executor's app with dagster-celery's step task."""
 
 import importlib
+import logging
 import multiprocessing
 
 from celery.signals import worker_process_init
@@ -15,6 +16,19 @@ execute_plan = create_task(app)
 # Loaded by name (this layer sits below the definitions) once, when the worker starts: the
 # first step would otherwise pay ~6 s of imports.
 importlib.import_module(DEFINITIONS_MODULE)
+
+
+class _StepResultUnprinted(logging.Filter):
+    """Celery logs each task's return value as it succeeds: for a step, a kilobyte of
+    serialized Dagster events (the run's event log holds them), on every step's line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict) and "return_value" in record.args:
+            record.args = {**record.args, "return_value": "its events are in the run's log"}
+        return True
+
+
+logging.getLogger("celery.app.trace").addFilter(_StepResultUnprinted())
 
 
 @worker_process_init.connect
