@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         # Builds its own hosts, PostgreSQL and broker for each measurement.
         from bench.scale_out import scale_out
 
-        scale_out(args.symbols, args.yahoo_latency)
+        scale_out(args.symbols, args.yahoo_latency, clock, resources)
         return 0
     CHARTS = not args.no_charts
     warnings.filterwarnings("ignore")

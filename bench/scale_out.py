@@ -11,14 +11,26 @@ BENCH scenario=scale_out_full_load hosts=<h> symbols=<N> wall_s=<x> peak_connect
 BENCH scenario=scale_out_speedup symbols=<N> speedup=<1-host wall / 2-host wall>
 BENCH scenario=scale_out_yahoo_refresh hosts=2 symbols=<N> wall_s=<x> floor_s=<N x latency
       / (5 x 2)> ratio=<x> requests_per_symbol=<x> peak_in_flight_per_address=<a:k,...>
+
+and the daemon's path on 2 hosts (`mltrading ui` on the control host, runs of 500 symbols as
+users get them): a backfill of both assets over every symbol launched as the UI launches it
+(nothing new to load), then an hourly tick as the schedule requests it, features following:
+BENCH scenario=scale_out_backfill|scale_out_tick hosts=2 symbols=<N> wall_s=<x> runs=<k>
+      failed_runs=<k> steps_per_host=<host:k,...> peak_connections=<k> at_peak=<...>
 """
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 
 from bench.monitor import Monitor
 
@@ -104,7 +116,179 @@ def _yahoo_refresh(symbols: int, latency: float) -> None:
         )
 
 
-def scale_out(symbols: int, latency: float) -> None:
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@contextlib.contextmanager
+def _ui(built) -> Iterator:
+    """`mltrading ui` on the control host; a GraphQL client to its webserver."""
+    from bench.scheduled import _free_port, _wait_for_webserver
+    from mltrading_assets.paths import PROJECT_ROOT
+
+    port, log = _free_port(), built.folder / "ui.log"
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "mltrading_assets.cli", "ui", "--port", str(port),
+         "--charts-port", str(_free_port())],
+        cwd=PROJECT_ROOT, env=built.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield _wait_for_webserver(port, ui, log)
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        try:
+            ui.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+
+
+def _control_instance(built):
+    """The control host's Dagster instance, opened in this process."""
+    import dagster as dg
+
+    saved = dict(os.environ)
+    os.environ.update(built.env, DAGSTER_HOME=str(built.folder / "control" / "dagster_home"))
+    try:
+        return dg.DagsterInstance.get()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _wait_for_backfill(engine: sa.Engine, backfill_id: str, timeout: float = 3600) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            status = conn.execute(
+                sa.text("SELECT status FROM dagster.bulk_actions WHERE key = :id"),
+                {"id": backfill_id},
+            ).scalar_one()
+            unfinished = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM dagster.runs r JOIN dagster.run_tags t ON "
+                    "t.run_id = r.run_id AND t.key = 'dagster/backfill' AND t.value = :id "
+                    "WHERE r.status NOT IN ('SUCCESS', 'FAILURE', 'CANCELED')"
+                ),
+                {"id": backfill_id},
+            ).scalar_one()
+        if status not in ("REQUESTED", "CANCELING") and unfinished == 0:
+            return status
+        time.sleep(1)
+    raise SystemExit(f"backfill {backfill_id} not done after {timeout} s")
+
+
+def _runs_and_hosts(engine: sa.Engine, run_ids: list[str]) -> tuple[int, str]:
+    """Failed runs among ``run_ids``, and how many of their steps each host ran."""
+    with engine.connect() as conn:
+        failed = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM dagster.runs WHERE run_id = ANY(:ids) AND status <> 'SUCCESS'"
+            ),
+            {"ids": run_ids},
+        ).scalar_one()
+        hosts = conn.execute(
+            sa.text(
+                "SELECT value, count(*) FROM dagster.run_tags WHERE run_id = ANY(:ids) "
+                "AND key LIKE 'mltrading/%.host' GROUP BY value ORDER BY value"
+            ),
+            {"ids": run_ids},
+        ).all()
+    return failed, ",".join(f"{host}:{n}" for host, n in hosts)
+
+
+def _print_daemon_line(scenario, built, symbols, wall, run_ids, monitor) -> None:
+    failed, hosts = _runs_and_hosts(built.engine, run_ids)
+    print(
+        f"BENCH scenario={scenario} hosts=2 symbols={symbols} wall_s={wall:.2f} "
+        f"runs={len(run_ids)} failed_runs={failed} steps_per_host={hosts} "
+        f"peak_connections={monitor.peaks.connections} at_peak={_at_peak(monitor.peaks.holders)}",
+        flush=True,
+    )
+
+
+def _daemon_path(symbols: int, clock: Callable[[int], str], resources) -> None:
+    import dagster as dg
+
+    from bench.scheduled import _wait_for_tick
+    from mltrading_assets.lib.partitions import partitions_among
+    from mltrading_assets.lib.schedules import tick_requests
+    from mltrading_assets.names import RunTags
+    from mltrading_assets_tests.netns_hosts import cluster
+
+    names = [f"D{i:05d}" for i in range(symbols)]
+    settings = {
+        "MLTRADING_SOURCE": "synthetic",
+        "MLTRADING_SYNTHETIC_AS_OF": clock(0),
+        "MLTRADING_SCHEDULES": "off",
+    }
+    with cluster(Path(tempfile.mkdtemp()), 2, pin_cores=True, env=settings) as built:
+        _materialize(built, names)  # the first load: set-up
+        instance = _control_instance(built)
+        with _ui(built) as client:
+            holder = _holder(built)
+            with Monitor(built.engine, "cluster", 0.5, holder, by_address=True) as monitor:
+                started = time.perf_counter()
+                params = {
+                    "assetSelection": [
+                        {"path": ["market_data"]},
+                        {"path": ["feature_engineered_data"]},
+                    ],
+                    "allPartitions": True,
+                }
+                launched = client._execute(LAUNCH_BACKFILL, {"params": params})  # noqa: SLF001
+                backfill_id = launched["launchPartitionBackfill"].get("backfillId")
+                if backfill_id is None:
+                    raise SystemExit(f"the backfill was not launched: {launched}")
+                _wait_for_backfill(built.engine, backfill_id)
+                wall = time.perf_counter() - started
+            with built.engine.connect() as conn:
+                run_ids = list(
+                    conn.execute(
+                        sa.text(
+                            "SELECT run_id FROM dagster.run_tags WHERE key = 'dagster/backfill' "
+                            "AND value = :id"
+                        ),
+                        {"id": backfill_id},
+                    ).scalars()
+                )
+            _print_daemon_line("scale_out_backfill", built, symbols, wall, run_ids, monitor)
+
+            as_of = clock(1)
+            requests = tick_requests(
+                partitions_among(instance, names), pd.Timestamp(as_of), "bench-tick"
+            )
+            with Monitor(built.engine, "cluster", 0.5, holder, by_address=True) as monitor:
+                started = time.perf_counter()
+                bar_runs = [
+                    client.submit_job_execution(
+                        "market_data_job", run_config=resources(as_of), tags=request.tags
+                    )
+                    for request in requests
+                ]
+                _wait_for_tick(instance, bar_runs, RunTags.FEATURES_AFTER)
+                wall = time.perf_counter() - started
+            followers = [
+                run.run_id
+                for run_id in bar_runs
+                for run in instance.get_runs(
+                    filters=dg.RunsFilter(tags={RunTags.FEATURES_AFTER: run_id})
+                )
+            ]
+            _print_daemon_line(
+                "scale_out_tick", built, symbols, wall, bar_runs + followers, monitor
+            )
+        instance.dispose()
+
+
+def scale_out(symbols: int, latency: float, clock, resources) -> None:
     one = _full_load(1, symbols)
     two = _full_load(2, symbols)
     print(
@@ -113,3 +297,4 @@ def scale_out(symbols: int, latency: float) -> None:
         flush=True,
     )
     _yahoo_refresh(symbols, latency)
+    _daemon_path(symbols, clock, resources)
