@@ -279,7 +279,9 @@ def launch_one_partition(page: Page, symbol: str, shot: str, add: bool = False) 
     page.wait_for_timeout(1000)
     if dialog.locator(f'[data-tooltip="{symbol}"]').count() == 0:
         dialog.get_by_text("Select a partition or create one").click()
-        page.get_by_role("menuitem", name=symbol, exact=True).click()
+        # A menu item, or (also seen) a row with a checkbox whose text is the name.
+        item = page.get_by_role("menuitem", name=symbol, exact=True)
+        item.or_(page.get_by_text(symbol, exact=True)).first.click()
         dialog.get_by_text("Launch runs to materialize").first.click()  # close the list
     for other in UI_SYMBOLS:
         chosen = dialog.locator(f'[data-tooltip="{other}"]')
