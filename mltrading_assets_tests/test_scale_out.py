@@ -98,6 +98,20 @@ def test_a_refresh_spreads_over_both_hosts_and_yahoo_sees_at_most_5_per_host(clu
         assert any("succeeded in" in line for line in lines)
 
 
+_LAUNCHED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_launch_outlives_its_test():
+    """A test that fails while its command still runs must not leave it running."""
+    yield
+    while _LAUNCHED:
+        launch = _LAUNCHED.pop()
+        if launch.poll() is None:
+            launch.kill()
+            launch.communicate()
+
+
 def _launch_while_fetching(cluster: Cluster, symbols: list[str]) -> tuple[subprocess.Popen, int]:
     """`mltrading materialize` of the bars of ``symbols`` (one run), returned once a host
     has fetched a few of them and has requests in flight; with that host's index."""
@@ -108,6 +122,7 @@ def _launch_while_fetching(cluster: Cluster, symbols: list[str]) -> tuple[subpro
         cwd=PROJECT_ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
+    _LAUNCHED.append(launch)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         fetched = sum(cluster.yahoo.stats.chart_requests[s] for s in symbols) - before
