@@ -33,9 +33,11 @@ KEEPALIVES = {
     "keepalives_count": 3,
     "tcp_user_timeout": 25_000,
 }
-SERVER_KEEPALIVES = (
-    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
-    "-c tcp_user_timeout=25000"
+# The server's settings of the same names (libpq's keepalives_* are its tcp_keepalives_*).
+SERVER_KEEPALIVES = " ".join(
+    f"-c {name if name.startswith('tcp_') else 'tcp_' + name}={value}"
+    for name, value in KEEPALIVES.items()
+    if name != "keepalives"
 )
 
 
