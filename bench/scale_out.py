@@ -60,6 +60,11 @@ def _holder(built) -> Callable[[str], str]:
     return holder
 
 
+def _monitor(built) -> Monitor:
+    """Connections to the cluster's database, sampled, with their host and role."""
+    return Monitor(built.engine, "cluster", 0.5, _holder(built), by_address=True)
+
+
 def _at_peak(holders: dict[str, int]) -> str:
     return ",".join(f"{holder}={n}" for holder, n in sorted(holders.items()))
 
@@ -70,8 +75,7 @@ def _full_load(hosts: int, symbols: int) -> float:
     names = [f"S{i:05d}" for i in range(symbols)]
     settings = {"MLTRADING_SOURCE": "synthetic", "MLTRADING_SYMBOLS_PER_RUN": str(SYMBOLS_PER_RUN)}
     with cluster(Path(tempfile.mkdtemp()), hosts, pin_cores=True, env=settings) as built:
-        holder = _holder(built)
-        with Monitor(built.engine, "cluster", 0.5, holder, by_address=True) as monitor:
+        with _monitor(built) as monitor:
             wall = _materialize(built, names)
         # A worker per host (one core each) holds a connection, plus each host's Celery
         # process and its step's Dagster storage, plus the orchestrators on the control host.
@@ -233,8 +237,7 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources) -> None:
         _materialize(built, names)  # the first load: set-up
         instance = _control_instance(built)
         with _ui(built) as client:
-            holder = _holder(built)
-            with Monitor(built.engine, "cluster", 0.5, holder, by_address=True) as monitor:
+            with _monitor(built) as monitor:
                 started = time.perf_counter()
                 params = {
                     "assetSelection": [
@@ -265,7 +268,7 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources) -> None:
             requests = tick_requests(
                 partitions_among(instance, names), pd.Timestamp(as_of), "bench-tick"
             )
-            with Monitor(built.engine, "cluster", 0.5, holder, by_address=True) as monitor:
+            with _monitor(built) as monitor:
                 started = time.perf_counter()
                 bar_runs = [
                     client.submit_job_execution(
