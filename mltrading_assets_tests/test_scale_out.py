@@ -90,6 +90,9 @@ def test_a_refresh_spreads_over_both_hosts_and_yahoo_sees_at_most_5_per_host(clu
     assert all(1 <= peak <= SLOTS for peak in peaks.values()), peaks
     # No request slot is left held.
     assert _slots_freed_by(cluster.engine, time.monotonic()) == ""
+    # Between steps a worker host holds no connection to Dagster's storage (each of the 5
+    # steps a host ran used to leave one open for good).
+    assert _dagster_connections_of_hosts(cluster, time.monotonic() + 10) == []
     # Each host's log is lines a person can read: a step's success says how long it took,
     # not the kilobyte of serialized events Celery would print with it.
     for host in ("host1", "host2"):
@@ -144,6 +147,28 @@ def _latest_bars_run(conn: sa.Connection, first: str) -> tuple[str, str]:
         ),
         {"first": first},
     ).one()
+
+
+def _dagster_connections_of_hosts(cluster: Cluster, deadline: float) -> list[str]:
+    """[] once no worker host has a connection to Dagster's storage (waiting until
+    ``deadline`` at most: a step's task closes it just after handing back its result); else
+    each one's address and name."""
+    while True:
+        with cluster.engine.connect() as conn:
+            held = (
+                conn.execute(
+                    sa.text(
+                        "SELECT host(client_addr) || ' ' || application_name FROM pg_stat_activity "
+                        "WHERE host(client_addr) = ANY(:hosts) AND application_name LIKE 'dagster%'"
+                    ),
+                    {"hosts": cluster.hosts.addresses},
+                )
+                .scalars()
+                .all()
+            )
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.5)
 
 
 def _slots_freed_by(engine: sa.Engine, deadline: float) -> str:

@@ -5,9 +5,10 @@ import importlib
 import logging
 import multiprocessing
 
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, worker_process_init
 from dagster_celery.tasks import create_task
 
+from mltrading_assets.lib.dagster_storage import close_kept_connections
 from mltrading_assets.lib.distributed import celery_app
 from mltrading_assets.lib.launching import DEFINITIONS_MODULE
 
@@ -42,3 +43,10 @@ def _may_start_processes(**_) -> None:
     runs symbol pools inside these children, so a change upstream fails it.
     """
     multiprocessing.current_process()._config["daemon"] = False
+
+
+@task_postrun.connect
+def _close_the_steps_connections(**_) -> None:
+    """The step's Dagster instance is done with once its task returns (see
+    ``close_kept_connections``): a pool child holds no connection between steps."""
+    close_kept_connections()

@@ -9,6 +9,7 @@ under ``storage: custom:``.
 import datetime as dt
 import logging
 import os
+import weakref
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -106,6 +107,7 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
             kwargs["connect_args"] = {"options": existing_options}
         self._engine.dispose()
         self._engine = create_pg_engine(self.postgres_url, self._token_provider, **kwargs)
+        _KEEPING_A_CONNECTION.add(self)
         sa.event.listen(
             self._engine,
             "connect",
@@ -118,6 +120,10 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
         # them, but the kept-open one above does. DagsterInstance.dispose reaches this
         # storage directly (not SchemaScopedPostgresStorage), so it is closed here: the code
         # server builds an instance per sensor evaluation and leaked one connection each.
+        self._engine.dispose()
+
+    def close_kept_connection(self) -> None:
+        """Close the kept-open connection; the next write opens another."""
         self._engine.dispose()
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
@@ -182,6 +188,23 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
             missing = [row for row in rows if row["evaluation_event_storage_id"] not in done]
             if missing:
                 conn.execute(table.insert(), missing)
+
+
+# Every event log of this process that keeps a connection open (weakly: one that is gone
+# closed its own).
+_KEEPING_A_CONNECTION: "weakref.WeakSet[BatchingPostgresEventLogStorage]" = weakref.WeakSet()
+
+
+def close_kept_connections() -> int:
+    """Close the kept-open connection of every Dagster instance this process opened; returns
+    how many. For a process that opens instances it cannot dispose itself: dagster-celery's
+    step task (1.13.27) builds an instance per step and never disposes it, and something keeps
+    those alive, so a worker host held one more PostgreSQL connection after every step it ran
+    (a day of ticks would exhaust the server's max_connections)."""
+    storages = list(_KEEPING_A_CONNECTION)
+    for storage in storages:
+        storage.close_kept_connection()
+    return len(storages)
 
 
 # What identifies a planned execution, then what its evaluation sets.
