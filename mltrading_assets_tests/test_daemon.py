@@ -88,3 +88,6 @@ def test_daemon_loads_new_symbols_and_features_follow(instance, db, tmp_path):
     printed = (tmp_path / "daemon.log").read_text()
     assert "features_job" in printed and "3/3 symbols done" in printed
     assert "ASSET_MATERIALIZATION" not in printed, printed[-3000:]
+    # ... while the run's own log keeps each symbol's materialization (a DEBUG event).
+    stored = instance.all_logs(history[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    assert sorted(e.dagster_event.partition for e in stored) == NEW

@@ -14,7 +14,6 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from mltrading_assets.lib.partitions import symbol_partitions
 from mltrading_assets.lib.ranged_runs import (
     PARTITION_TAGS,
-    QUIET_CONSOLE,
     contiguous_ranges,
     range_tags,
     run_symbols,
@@ -51,7 +50,6 @@ def requests_after(
                 run_key=f"{key}-after:{run.run_id}",
                 job_name=job_name,
                 tags={**partition_tags, tag: run.run_id},
-                run_config=QUIET_CONSOLE,
             )
         ]
     return [
@@ -59,7 +57,6 @@ def requests_after(
             run_key=f"{key}-after:{run.run_id}:{first}..{last}",
             job_name=job_name,
             tags={**range_tags(first, last), tag: run.run_id},
-            run_config=QUIET_CONSOLE,
         )
         for first, last in contiguous_ranges(ordered, kept)
     ]

@@ -18,12 +18,6 @@ SYMBOLS_PER_RUN = int(os.environ.get("MLTRADING_SYMBOLS_PER_RUN", "500"))
 # Runs stop after this long (run monitoring): a stuck source must not hold the queue forever.
 MAX_RUNTIME_TAGS = {MAX_RUNTIME_SECONDS_TAG: "3600"}
 
-# Runs the schedules and sensors start print INFO and above to the terminal of `mltrading ui`
-# (their whole log, per-symbol DEBUG events included, stays in the UI). Without it Dagster
-# prints every event at DEBUG: a line per symbol per materialization and per check result,
-# ~22,000 lines an hour at 1,000 symbols.
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-
 # The tags that say which symbols a run covers: one partition, or a range of them.
 PARTITION_TAGS = (
     PARTITION_NAME_TAG,
@@ -89,7 +83,6 @@ def symbol_range_requests(
         dg.RunRequest(
             run_key=f"{run_key_prefix}:{first}..{last}",
             tags={**range_tags(first, last), **tags},
-            run_config=QUIET_CONSOLE,
         )
         for first, last in contiguous_ranges(ordered_partitions, symbols, SYMBOLS_PER_RUN)
     ]

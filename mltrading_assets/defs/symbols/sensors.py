@@ -16,7 +16,6 @@ from mltrading_assets.defs.market_data.jobs import market_data_job
 from mltrading_assets.lib.follow_up import materialized_by
 from mltrading_assets.lib.partitions import symbol_partitions
 from mltrading_assets.lib.ranged_runs import (
-    QUIET_CONSOLE,
     contiguous_ranges,
     range_tags,
     run_symbols,
@@ -85,7 +84,6 @@ def universe_result(
             run_key=f"history:{new_cursor}:{first}..{last}",
             job_name=market_data_job.name,
             tags={**range_tags(first, last), RunTags.NEW_SYMBOLS: "true"},
-            run_config=QUIET_CONSOLE,
         )
         for first, last in contiguous_ranges(ordered, to_load)
     ]
