@@ -14,9 +14,12 @@ BENCH scenario=scale_out_yahoo_refresh hosts=2 symbols=<N> wall_s=<x> floor_s=<N
 
 and the daemon's path on 2 hosts (`mltrading ui` on the control host, runs of 500 symbols as
 users get them): a backfill of both assets over every symbol launched as the UI launches it
-(nothing new to load), then an hourly tick as the schedule requests it, features following:
-BENCH scenario=scale_out_backfill|scale_out_tick hosts=2 symbols=<N> wall_s=<x> runs=<k>
-      failed_runs=<k> steps_per_host=<host:k,...> peak_connections=<k> at_peak=<...>
+(nothing new to load), then an hourly tick as the schedule requests it, features following;
+once with each step sent to the hosts (celery=steps, the celery executor) and once with each
+whole run (celery=runs, CeleryRunLauncher):
+BENCH scenario=scale_out_backfill|scale_out_tick celery=<steps|runs> hosts=2 symbols=<N>
+      wall_s=<x> runs=<k> failed_runs=<k> steps_per_host=<host:k,...> peak_connections=<k>
+      at_peak=<...>
 """
 
 import contextlib
@@ -159,7 +162,8 @@ def _control_instance(built):
     import dagster as dg
 
     saved = dict(os.environ)
-    os.environ.update(built.env, DAGSTER_HOME=str(built.folder / "control" / "dagster_home"))
+    home = built.env.get("DAGSTER_HOME") or str(built.folder / "control" / "dagster_home")
+    os.environ.update(built.env, DAGSTER_HOME=home)
     try:
         return dg.DagsterInstance.get()
     finally:
@@ -208,17 +212,59 @@ def _runs_and_hosts(engine: sa.Engine, run_ids: list[str]) -> tuple[int, str]:
     return failed, ",".join(f"{host}:{n}" for host, n in hosts)
 
 
-def _print_daemon_line(scenario, built, symbols, wall, run_ids, monitor) -> None:
+def _why_runs_failed(engine: sa.Engine, run_ids: list[str]) -> list[str]:
+    """The failure messages of the runs among ``run_ids`` that did not succeed."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT e.run_id || ': ' || e.dagster_event_type || ' ' || "
+                    "left(e.event::json ->> 'user_message', 300) FROM dagster.event_logs e "
+                    "JOIN dagster.runs r ON r.run_id = e.run_id WHERE r.run_id = ANY(:ids) "
+                    "AND r.status <> 'SUCCESS' AND e.dagster_event_type IN "
+                    "('RUN_FAILURE', 'STEP_FAILURE', 'ENGINE_EVENT') ORDER BY e.id"
+                ),
+                {"ids": run_ids},
+            ).scalars()
+        )
+
+
+def _print_daemon_line(scenario, mode, built, symbols, wall, run_ids, monitor) -> None:
     failed, hosts = _runs_and_hosts(built.engine, run_ids)
+    for line in _why_runs_failed(built.engine, run_ids) if failed else []:
+        print(f"  failed run {line}", flush=True)
     print(
-        f"BENCH scenario={scenario} hosts=2 symbols={symbols} wall_s={wall:.2f} "
+        f"BENCH scenario={scenario} celery={mode} hosts=2 symbols={symbols} wall_s={wall:.2f} "
         f"runs={len(run_ids)} failed_runs={failed} steps_per_host={hosts} "
         f"peak_connections={monitor.peaks.connections} at_peak={_at_peak(monitor.peaks.holders)}",
         flush=True,
     )
 
 
-def _daemon_path(symbols: int, clock: Callable[[int], str], resources) -> None:
+# The instance of the control host and the worker hosts when whole runs go to the hosts.
+RUN_LAUNCHER = """
+run_launcher:
+  module: dagster_celery.launcher
+  class: CeleryRunLauncher
+  config:
+    broker:
+      env: MLTRADING_CELERY_BROKER
+"""
+
+
+def _runs_mode_settings(folder: Path) -> dict[str, str]:
+    """Settings that send whole runs to the worker hosts (dagster-celery's run launcher)."""
+    from mltrading_assets.paths import PROJECT_ROOT
+
+    home = folder / "dagster_home_runs"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text() + RUN_LAUNCHER)
+    return {"MLTRADING_CELERY_MODE": "runs", "DAGSTER_HOME": str(home)}
+
+
+def _daemon_path(symbols: int, clock: Callable[[int], str], resources, mode: str) -> None:
+    """A backfill and a tick through the daemon; ``mode`` steps: each step is a Celery task
+    (the celery executor), runs: each run is one (CeleryRunLauncher, multiprocess inside)."""
     import dagster as dg
 
     from bench.scheduled import _wait_for_tick
@@ -233,7 +279,10 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources) -> None:
         "MLTRADING_SYNTHETIC_AS_OF": clock(0),
         "MLTRADING_SCHEDULES": "off",
     }
-    with cluster(Path(tempfile.mkdtemp()), 2, pin_cores=True, env=settings) as built:
+    folder = Path(tempfile.mkdtemp())
+    if mode == "runs":
+        settings.update(_runs_mode_settings(folder))
+    with cluster(folder, 2, pin_cores=True, env=settings) as built:
         _materialize(built, names)  # the first load: set-up
         instance = _control_instance(built)
         with _ui(built) as client:
@@ -262,7 +311,7 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources) -> None:
                         {"id": backfill_id},
                     ).scalars()
                 )
-            _print_daemon_line("scale_out_backfill", built, symbols, wall, run_ids, monitor)
+            _print_daemon_line("scale_out_backfill", mode, built, symbols, wall, run_ids, monitor)
 
             as_of = clock(1)
             requests = tick_requests(
@@ -286,7 +335,7 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources) -> None:
                 )
             ]
             _print_daemon_line(
-                "scale_out_tick", built, symbols, wall, bar_runs + followers, monitor
+                "scale_out_tick", mode, built, symbols, wall, bar_runs + followers, monitor
             )
         instance.dispose()
 
@@ -300,4 +349,5 @@ def scale_out(symbols: int, latency: float, clock, resources) -> None:
         flush=True,
     )
     _yahoo_refresh(symbols, latency)
-    _daemon_path(symbols, clock, resources)
+    for mode in ("steps", "runs"):
+        _daemon_path(symbols, clock, resources, mode)

@@ -28,7 +28,7 @@ EXECUTOR_CONFIG = {
 # With MLTRADING_CELERY_BROKER set, steps run on worker hosts instead (`mltrading worker`).
 executor = (
     distributed.executor()
-    if distributed.enabled()
+    if distributed.sends_steps()
     else dg.multiprocess_executor.configured(EXECUTOR_CONFIG)
 )
 

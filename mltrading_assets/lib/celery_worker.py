@@ -6,7 +6,7 @@ import logging
 import multiprocessing
 
 from celery.signals import task_postrun, worker_process_init
-from dagster_celery.tasks import create_task
+from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
 from mltrading_assets.lib.dagster_storage import close_kept_connections
 from mltrading_assets.lib.distributed import celery_app
@@ -14,6 +14,10 @@ from mltrading_assets.lib.launching import DEFINITIONS_MODULE
 
 app = celery_app()
 execute_plan = create_task(app)
+# Whole runs, for an instance whose run launcher is dagster-celery's CeleryRunLauncher
+# (MLTRADING_CELERY_MODE=runs); unused otherwise.
+execute_job = create_execute_job_task(app)
+resume_job = create_resume_job_task(app)
 # Loaded by name (this layer sits below the definitions) once, when the worker starts: the
 # first step would otherwise pay ~6 s of imports.
 importlib.import_module(DEFINITIONS_MODULE)
@@ -42,7 +46,11 @@ def _may_start_processes(**_) -> None:
     symbol workers die with their parent anyway (``PR_SET_PDEATHSIG``). test_scale_out
     runs symbol pools inside these children, so a change upstream fails it.
     """
-    multiprocessing.current_process()._config["daemon"] = False
+    config = multiprocessing.current_process()._config
+    config["daemon"] = False
+    # A whole run here (MLTRADING_CELERY_MODE=runs) starts its steps through a forkserver,
+    # which pickles this process's key: billiard's key type refuses to be pickled.
+    config["authkey"] = multiprocessing.process.AuthenticationString(bytes(config["authkey"]))
 
 
 @task_postrun.connect

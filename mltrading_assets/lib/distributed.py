@@ -43,6 +43,11 @@ warnings.filterwarnings("ignore", category=DuplicateTaskNameWarning)
 
 BROKER_VARIABLE = "MLTRADING_CELERY_BROKER"
 BACKEND_VARIABLE = "MLTRADING_CELERY_BACKEND"
+# What goes to the worker hosts: each step (dagster-celery's executor, the default), or each
+# whole run (``runs``: dagster-celery's CeleryRunLauncher, set in the instance's dagster.yaml,
+# with the multiprocess executor inside the run). Measured side by side in the README; the
+# run launcher is there to be measured, not recommended.
+MODE_VARIABLE = "MLTRADING_CELERY_MODE"
 DEFAULT_QUEUE = "dagster"
 # Steps of each kind go to this queue (MLTRADING_QUEUE_BARS, ...); all to one by default.
 QUEUE_VARIABLES = {
@@ -67,6 +72,11 @@ CELERY_SETTINGS: dict[str, Any] = {
 
 def enabled() -> bool:
     return bool(os.environ.get(BROKER_VARIABLE))
+
+
+def sends_steps() -> bool:
+    """Whether this code location's runs hand their steps to worker hosts."""
+    return enabled() and os.environ.get(MODE_VARIABLE, "steps") != "runs"
 
 
 def queue_for(kind: str) -> str:
