@@ -242,8 +242,8 @@ def test_rebuild_reloads_and_recomputes_every_active_symbol(instance, db):
     assert materializations(instance, market_data)["AAPL"].metadata["rows_updated"].value > 1000
 
 
-def test_refresh_overlaps_features_of_a_range_with_the_next_bars(instance, db):
-    from mltrading_assets.lib.launching import refresh
+def test_refresh_overlaps_features_with_the_next_bars_and_ranges_go_at_once(instance, db):
+    from mltrading_assets.lib.launching import materialize, refresh
 
     symbols = ["R1", "R2", "R3", "R4", "R5"]
     register_partitions(instance, symbols)
@@ -276,6 +276,19 @@ def test_refresh_overlaps_features_of_a_range_with_the_next_bars(instance, db):
     pids = [orchestrated_by(r.run_id) for r in runs["features"]]
     assert pids[0] == pids[1] != os.getpid()
     assert pids[2] == os.getpid() == orchestrated_by(runs["market_data"][0].run_id)
+
+    # One asset, two ranges at once (what `mltrading materialize --asset features` does to
+    # keep two worker hosts busy): each range orchestrated by a process of its own.
+    again = materialize(
+        instance, "features", symbols[:4], symbols_per_run=2, run_config=run_config(),
+        runs_at_once=2,
+    )  # fmt: skip
+    assert [(r.first, r.last, r.success) for r in again] == [
+        ("R1", "R2", True),
+        ("R3", "R4", True),
+    ]
+    first, second = (orchestrated_by(r.run_id) for r in again)
+    assert len({first, second, os.getpid()}) == 3
 
 
 def test_extended_set_is_written_and_incremental_equals_a_full_recompute(instance, db):

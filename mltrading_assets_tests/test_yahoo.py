@@ -79,12 +79,16 @@ def stored(engine: sa.Engine, symbol: str) -> pd.DataFrame:
     return frame.set_index("timestamp")
 
 
+# A symbol whose exchange we do not know (a currency pair): yfinance asks Yahoo its time zone.
+PROBED = "EURUSD=X"
+
+
 def test_yahoo_loads_then_refreshes_through_the_real_client(yahoo, spec, db):
     window_start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=spec.history_days)
     # One worker: two processes writing yfinance's sqlite cache at once can lose a cached
     # time zone or cost a retry (handled, see the cache rows in sources/yahoo.py), which
     # the request counts below would see.
-    outcomes = load(spec, ["AAPL", "MSFT"], workers=1)
+    outcomes = load(spec, ["AAPL", "MSFT", PROBED], workers=1)
     assert all(o.ok for o in outcomes.values()), outcomes
     for symbol in ("AAPL", "MSFT"):
         served = yahoo.bars(symbol)
@@ -96,13 +100,15 @@ def test_yahoo_loads_then_refreshes_through_the_real_client(yahoo, spec, db):
         # Bars start on the exchange's grid: 9:30, 10:30 … New York time.
         minutes = {t.tz_convert("America/New_York").minute for t in rows.index}
         assert minutes == {30}
-    # First load: the time-zone probe and the history, nothing more.
-    assert yahoo.stats.chart_requests == {"AAPL": 2, "MSFT": 2}
+    # First load: the history, nothing more where the exchange gives the time zone (a host
+    # that never saw the symbol asks nothing else); yfinance's time-zone probe first where
+    # it does not.
+    assert yahoo.stats.chart_requests == {"AAPL": 1, "MSFT": 1, PROBED: 2}
 
-    again = load(spec, ["AAPL", "MSFT"], workers=1)
+    again = load(spec, ["AAPL", "MSFT", PROBED], workers=1)
     assert all(o.ok and o.details["rows_inserted"] == 0 for o in again.values())
-    # The time zone is cached in the cache folder: a refresh is one request per symbol.
-    assert yahoo.stats.chart_requests == {"AAPL": 3, "MSFT": 3}
+    # A probed time zone is cached in the cache folder: a refresh is one request per symbol.
+    assert yahoo.stats.chart_requests == {"AAPL": 2, "MSFT": 2, PROBED: 3}
 
 
 FAULTS = [
@@ -165,10 +171,10 @@ def test_a_passing_outage_costs_retries_not_the_symbol(yahoo, spec, db):
 def test_yahoo_retries_a_failed_time_zone_probe(yahoo, spec, db):
     # yfinance remembers the probe's response in an in-process cache; its own one retry
     # (other cookie strategy) fails too, so only a fresh request on our retry can succeed.
-    yahoo.faults["NVDA"] = Fault("500_html", times=2)
-    outcome = load(spec, ["NVDA"])["NVDA"]
+    yahoo.faults[PROBED] = Fault("500_html", times=2)
+    outcome = load(spec, [PROBED])[PROBED]
     assert outcome.ok, outcome.error
-    assert table_count(db, "market_data", symbol="NVDA") > 100
+    assert table_count(db, "market_data", symbol=PROBED) > 100
 
 
 def test_a_valid_symbol_without_bars_in_the_window_says_so(yahoo, spec, db):

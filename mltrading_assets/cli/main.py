@@ -377,7 +377,7 @@ def run_assets(names: list[str], assets: list[str], runs_at_once: int = 1) -> bo
     "--runs-at-once",
     type=click.IntRange(min=1),
     default=None,
-    help="ranges of symbols refreshed at once (`all` only); default 1, or with worker hosts "
+    help="ranges of symbols refreshed at once; default 1, or with worker hosts "
     "(MLTRADING_CELERY_BROKER) one per worker serving the bars queue",
 )
 def materialize(symbol_opts: tuple[str, ...], asset: str, runs_at_once: int | None) -> None:

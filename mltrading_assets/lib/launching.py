@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import psutil
@@ -164,27 +165,35 @@ def materialize(
     tags: dict[str, str] | None = None,
     run_config: dict | None = None,
     log_level: str = "INFO",
+    runs_at_once: int = 1,
 ) -> list[RunSummary]:
     """Materialize ``asset`` ("market_data" or "features"), or run the quality "checks", for
-    ``symbols`` in ranged runs.
+    ``symbols`` in ranged runs, ``runs_at_once`` ranges at a time (worker hosts to keep
+    busy).
 
     ``run_config`` replaces a resource's whole configuration (e.g. a pinned synthetic clock).
     """
+    ranges = _ranges(instance, symbols, symbols_per_run)
+    if runs_at_once > 1 and len(ranges) > 1:
+        return _in_children(
+            _execute_in_child, ranges, runs_at_once, asset, run_config, log_level, tags
+        )
     return [
         _execute(instance, asset, first, last, tags, run_config, log_level)
-        for first, last in _ranges(instance, symbols, symbols_per_run)
+        for first, last in ranges
     ]
 
 
 def _execute_in_child(
-    asset: str,
     first: str,
     last: str,
+    asset: str,
     run_config: dict | None,
     log_level: str,
+    tags: dict[str, str] | None = None,
 ) -> RunSummary:
     with dg.DagsterInstance.get() as instance:
-        return _execute(instance, asset, first, last, None, run_config, log_level)
+        return _execute(instance, asset, first, last, tags, run_config, log_level)
 
 
 def _refresh_in_child(
@@ -195,24 +204,26 @@ def _refresh_in_child(
         return bars, _execute(instance, "features", first, last, None, run_config, log_level)
 
 
-def _refresh_ranges_at_once(
-    ranges: list[tuple[str, str]], runs_at_once: int, run_config: dict | None, log_level: str
-) -> dict[str, list[RunSummary]]:
-    """Each range's bars then its features, ``runs_at_once`` ranges at a time, each range in
-    a process of its own (``execute_job`` is not thread-safe)."""
+def _in_children(
+    function: Callable, ranges: list[tuple[str, str]], runs_at_once: int, *args: Any
+) -> list:
+    """``function(first, last, *args)`` for each range, ``runs_at_once`` ranges at a time,
+    each in a process of its own (``execute_job`` is not thread-safe)."""
     context = multiprocessing.get_context("spawn")
     with (
         ProcessPoolExecutor(min(runs_at_once, len(ranges)), mp_context=context) as pool,
         _interrupt_children_on(RunInterrupted),
     ):
-        done = list(
-            pool.map(
-                _refresh_in_child,
-                *zip(*ranges, strict=True),
-                [run_config] * len(ranges),
-                [log_level] * len(ranges),
-            )
+        return list(
+            pool.map(function, *zip(*ranges, strict=True), *([arg] * len(ranges) for arg in args))
         )
+
+
+def _refresh_ranges_at_once(
+    ranges: list[tuple[str, str]], runs_at_once: int, run_config: dict | None, log_level: str
+) -> dict[str, list[RunSummary]]:
+    """Each range's bars then its features, ``runs_at_once`` ranges at a time."""
+    done = _in_children(_refresh_in_child, ranges, runs_at_once, run_config, log_level)
     return {"market_data": [bars for bars, _ in done], "features": [f for _, f in done]}
 
 
@@ -248,7 +259,7 @@ def refresh(
                     ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
                 )
             overlapped.append(
-                child.submit(_execute_in_child, "features", first, last, run_config, log_level)
+                child.submit(_execute_in_child, first, last, "features", run_config, log_level)
             )
         last_features = (
             [_execute(instance, "features", *ranges[-1], None, run_config, log_level)]
@@ -322,7 +333,10 @@ def materialize_symbols(
     if assets == ["market_data", "features"]:
         runs = refresh(instance, symbols, runs_at_once=runs_at_once)
     else:
-        runs = {asset: materialize(instance, asset, symbols) for asset in assets}
+        runs = {
+            asset: materialize(instance, asset, symbols, runs_at_once=runs_at_once)
+            for asset in assets
+        }
     if "features" in assets and has_champion(instance):
         runs["predictions"] = materialize(instance, "predictions", symbols)
     return runs

@@ -37,6 +37,7 @@ from mltrading_assets.sources.errors import (
     SymbolNotFoundError,
     TransientSourceError,
 )
+from mltrading_assets.trading_calendar import exchange_timezone
 
 # Yahoo serves 1h bars for the last 730 days only.
 MAX_HOURLY_HISTORY = pd.Timedelta(days=729)
@@ -156,8 +157,17 @@ class YFinanceClient:
         # (YfData.cache_get, an internal), a failed one included: a retry would get the
         # same 503 back without asking. Pinned by test_yahoo_retries_a_failed_time_zone_probe.
         YfData.cache_get.cache_clear()
+        ticker = yf.Ticker(symbol, session=self.session)
+        # yfinance asks Yahoo for the symbol's time zone (a chart request of its own) unless
+        # this host's time-zone cache has it. Known from its exchange, it is set on the ticker
+        # (``_tz``, the attribute yfinance 1.7 looks at first; the request counts of
+        # test_yahoo_loads_then_refreshes_through_the_real_client pin it). Every symbol's
+        # first load cost two requests, and with several worker hosts a range lands on
+        # another host than last hour about half the time: a second request for each of its
+        # symbols, against the same per-address limit.
+        ticker._tz = exchange_timezone(symbol)
         try:
-            frame = yf.Ticker(symbol, session=self.session).history(
+            frame = ticker.history(
                 start=start.to_pydatetime(),
                 end=end.to_pydatetime(),
                 interval="1h",

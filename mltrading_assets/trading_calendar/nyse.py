@@ -114,6 +114,20 @@ def exchange_of(symbol: str) -> str | None:
     return "XNYS"
 
 
+def exchange_timezone(symbol: str) -> str | None:
+    """The time zone of ``symbol``'s exchange, as Yahoo names it (``exchangeTimezoneName``);
+    None when the exchange is not known, indices included (^N225 is quoted in Tokyo)."""
+    exchange = None if symbol.startswith("^") else exchange_of(symbol)
+    if exchange is None:
+        return None
+    return NEW_YORK if exchange == "XNYS" else _calendar_timezone(exchange)
+
+
+@lru_cache(maxsize=16)
+def _calendar_timezone(exchange: str) -> str:
+    return xcals.get_calendar(exchange).tz.key
+
+
 @lru_cache(maxsize=16)
 def _edges(exchange: str) -> tuple[np.ndarray, np.ndarray]:
     if exchange == "XNYS":
