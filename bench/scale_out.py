@@ -7,7 +7,9 @@ Prints, per host count, the full load (a year of bars and every feature of N syn
 symbols, one range per host at a time) and, on 2 hosts, the yahoo refresh with one client
 address per host against the local Yahoo-compatible server:
 BENCH scenario=scale_out_full_load hosts=<h> symbols=<N> symbols_per_run=<k> wall_s=<x>
-      peak_connections=<k> connection_budget=<hosts x (workers + 3)> at_peak=<host:role=k,...>
+      peak_connections=<k> connection_budget=<hosts x (workers + 3)>
+      worker_host_peak=<the busiest worker host's share, against workers + 3>
+      at_peak=<host:role=k,...>
 BENCH scenario=scale_out_speedup symbols=<N> speedup=<1-host wall / 2-host wall>
 BENCH scenario=scale_out_yahoo_refresh hosts=2 symbols=<N> symbols_per_run=<k> wall_s=<x>
       floor_s=<N x latency / (5 x 2)> ratio=<x> requests_per_symbol=<x>
@@ -77,6 +79,16 @@ def _at_peak(holders: dict[str, int]) -> str:
     return ",".join(f"{holder}={n}" for holder, n in sorted(holders.items()))
 
 
+def _busiest_worker_host(holders: dict[str, int]) -> int:
+    """The most connections one worker host held at the peak (the budget is per host)."""
+    by_host: dict[str, int] = {}
+    for holder, n in holders.items():
+        host = holder.split(":", 1)[0]
+        if host != "control":
+            by_host[host] = by_host.get(host, 0) + n
+    return max(by_host.values(), default=0)
+
+
 def _full_load(hosts: int, symbols: int) -> float:
     from mltrading_assets_tests.netns_hosts import cluster
 
@@ -92,6 +104,7 @@ def _full_load(hosts: int, symbols: int) -> float:
             f"BENCH scenario=scale_out_full_load hosts={hosts} symbols={symbols} "
             f"symbols_per_run={SYMBOLS_PER_RUN} wall_s={wall:.2f} "
             f"peak_connections={monitor.peaks.connections} connection_budget={budget} "
+            f"worker_host_peak={_busiest_worker_host(monitor.peaks.holders)} "
             f"at_peak={_at_peak(monitor.peaks.holders)}",
             flush=True,
         )
