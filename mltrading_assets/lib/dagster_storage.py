@@ -195,16 +195,14 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
 _KEEPING_A_CONNECTION: "weakref.WeakSet[BatchingPostgresEventLogStorage]" = weakref.WeakSet()
 
 
-def close_kept_connections() -> int:
-    """Close the kept-open connection of every Dagster instance this process opened; returns
-    how many. For a process that opens instances it cannot dispose itself: dagster-celery's
+def close_kept_connections() -> None:
+    """Close the kept-open connection of every Dagster instance this process opened. For a
+    process that opens instances it cannot dispose itself: dagster-celery's
     step task (1.13.27) builds an instance per step and never disposes it, and something keeps
     those alive, so a worker host held one more PostgreSQL connection after every step it ran
     (a day of ticks would exhaust the server's max_connections)."""
-    storages = list(_KEEPING_A_CONNECTION)
-    for storage in storages:
+    for storage in list(_KEEPING_A_CONNECTION):
         storage.close_kept_connection()
-    return len(storages)
 
 
 # What identifies a planned execution, then what its evaluation sets.
