@@ -40,3 +40,23 @@ def test_every_package_has_a_layer():
         if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
     }
     assert top_level - placed == set()
+
+
+def test_loading_the_code_location_leaves_the_model_libraries_unloaded():
+    # Every run process, every step's forkserver and the code server load the definitions;
+    # scikit-learn alone added ~0.8 s to each, for the few runs that train or score a model.
+    heavy = ("sklearn", "scipy", "lightgbm", "mlflow")
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, mltrading_assets.definitions; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
+    assert loaded == ""

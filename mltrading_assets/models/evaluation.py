@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from mltrading_assets.models.dataset import FORWARD_RETURN, LABEL
 
@@ -14,14 +13,29 @@ HIGHER_IS_BETTER = {"roc_auc": True, "log_loss": False, "accuracy": True, "ic": 
 BASELINES = ("always_up", "last_direction")
 
 
+# scikit-learn is imported where a score is computed: at import it costs ~1.3 s, paid by
+# every run process and step of every job, most of which never train or score a model.
+
+
 def roc_auc(labels: np.ndarray, p_up: np.ndarray) -> float:
     """ROC AUC, or 0.5 (no skill) when the rows hold one class only."""
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(labels, p_up)) if len(np.unique(labels)) > 1 else 0.5
+
+
+def log_loss(labels: np.ndarray, p_up: np.ndarray) -> float:
+    """Log loss of the predicted probability of an up move (both classes always counted)."""
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    return float(sklearn_log_loss(labels, p_up, labels=[0, 1]))
 
 
 def score(p_up: np.ndarray, holdout: pd.DataFrame) -> dict[str, float]:
     """Accuracy (at 0.5), log loss, ROC AUC, and the information coefficient: the rank
     correlation of the predicted probability with the realized forward return."""
+    from sklearn.metrics import accuracy_score
+
     labels = holdout[LABEL].to_numpy()
     p_up = np.clip(np.asarray(p_up, dtype=np.float64), 1e-6, 1 - 1e-6)
     constant = np.ptp(p_up) == 0
@@ -32,7 +46,7 @@ def score(p_up: np.ndarray, holdout: pd.DataFrame) -> dict[str, float]:
     )
     return {
         "roc_auc": roc_auc(labels, p_up),
-        "log_loss": float(log_loss(labels, p_up, labels=[0, 1])),
+        "log_loss": log_loss(labels, p_up),
         "accuracy": float(accuracy_score(labels, p_up > 0.5)),
         "ic": 0.0 if math.isnan(ic) else ic,
     }

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import log_loss
 
 from mltrading_assets.models.dataset import LABEL, LABEL_TIME
-from mltrading_assets.models.evaluation import roc_auc
+from mltrading_assets.models.evaluation import log_loss, roc_auc
 
 ALGORITHMS = ("lightgbm", "hist_gradient_boosting")
 
@@ -90,6 +88,8 @@ class TrainingSettings:
 def new_model(settings: TrainingSettings):
     """An unfitted classifier; both choices are seeded and single-machine reproducible."""
     if settings.algorithm == "hist_gradient_boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
         return HistGradientBoostingClassifier(
             max_iter=settings.iterations,
             learning_rate=settings.learning_rate,
@@ -171,7 +171,7 @@ def train(
                 "train_rows": int(train_rows.sum()),
                 "validate_rows": int(test_rows.sum()),
                 "roc_auc": roc_auc(labels, p_up),
-                "log_loss": float(log_loss(labels, p_up, labels=[0, 1])),
+                "log_loss": log_loss(labels, p_up),
             }
         )
     final_rows = holdout.train_rows(dataset).to_numpy()
