@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +75,91 @@ def _market_hours_after(start: str, count: int) -> list[str]:
     return ticks
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (every process, PostgreSQL included): on
+    two cores a tick's wall time can be no less than half of what it adds to this."""
+    times = psutil.cpu_times()
+    return (
+        times.user
+        + times.nice
+        + times.system
+        + getattr(times, "irq", 0.0)
+        + getattr(times, "softirq", 0.0)
+    )
+
+
+def _tree_role(process: psutil.Process, parent_role: str) -> str:
+    """What a process of the ``dagster dev`` tree is: a long-lived one by its command line,
+    else by whom it was started (runs by the code server, a run's forkserver by the run, steps
+    by the forkserver, symbol workers by a step)."""
+    role = _role(process)
+    if role:
+        return role
+    return {
+        "code_server": "run",
+        "run": "forkserver",
+        "forkserver": "step",
+        "step": "symbol_worker",
+    }.get(parent_role, parent_role or "other")
+
+
+class CpuByRole(threading.Thread):
+    """CPU seconds each kind of process spends while it runs, by sampling the ``dagster dev``
+    tree (short-lived runs, steps and workers included: what ends between two samples is
+    lost, a fraction of a second each) and PostgreSQL's backends (exact: the postmaster
+    accounts for the ones it has reaped)."""
+
+    def __init__(self, root: psutil.Process, postmaster: psutil.Process, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self._root, self._postmaster, self._interval = root, postmaster, interval
+        self._stop_event = threading.Event()
+        self._roles: dict[int, str] = {root.pid: "dev"}
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._postgres_first = self._postgres()
+        self._sample()
+        self._first = dict(self._last)
+
+    def _postgres(self) -> float:
+        def spent(times) -> float:
+            return times.user + times.system
+
+        total = spent(self._postmaster.cpu_times())
+        total += self._postmaster.cpu_times().children_user
+        total += self._postmaster.cpu_times().children_system
+        for child in self._postmaster.children():
+            try:
+                total += spent(child.cpu_times())
+            except psutil.Error:
+                continue
+        return total
+
+    def _sample(self) -> None:
+        for process in self._root.children(recursive=True):
+            try:
+                if process.pid not in self._roles:
+                    parent = process.ppid()
+                    self._roles[process.pid] = _tree_role(process, self._roles.get(parent, ""))
+                times = process.cpu_times()
+                self._last[process.pid] = times.user + times.system
+            except psutil.Error:
+                continue
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._interval):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        self._stop_event.set()
+        self.join()
+        self._sample()
+        spent: dict[str, float] = {"postgres": self._postgres() - self._postgres_first}
+        for pid, seconds in self._last.items():
+            role = self._roles[pid]
+            spent[role] = spent.get(role, 0.0) + seconds - self._first.get(pid, 0.0)
+        return spent
+
+
 def long_lived_rss(root: psutil.Process) -> dict[str, float]:
     """RSS (MB) of the processes that live across ticks: webserver, daemon, code server."""
     rss: dict[str, float] = {}
@@ -129,12 +215,17 @@ def scheduled_load(
             with engine.connect() as conn:
                 return conn.exec_driver_sql(sql).scalar_one()
 
+        postmaster = psutil.Process(scalar("SELECT pg_backend_pid()")).parent()
+
         for tick, as_of in enumerate(_market_hours_after(clock(0), ticks), start=1):
             requests = tick_requests(
                 partitions_among(instance, symbols), pd.Timestamp(as_of), f"bench-tick-{tick}"
             )
             first_event = scalar("SELECT coalesce(max(id), 0) FROM dagster.event_logs")
             with Monitor(engine, database, holder=_holder) as monitor:
+                cpu_before = _busy_cpu_s()
+                roles = CpuByRole(root, postmaster)
+                roles.start()
                 started = time.perf_counter()
                 bar_runs = [
                     client.submit_job_execution(
@@ -144,6 +235,8 @@ def scheduled_load(
                 ]
                 statuses = _wait_for_tick(instance, bar_runs, RunTags.FEATURES_AFTER)
                 wall = time.perf_counter() - started
+                cpu = _busy_cpu_s() - cpu_before
+                spent_by_role = roles.stop()
                 # The :30 quality schedule's runs, as it requests them.
                 started = time.perf_counter()
                 check_runs = [
@@ -175,7 +268,11 @@ def scheduled_load(
             failed = sum(status != "SUCCESS" for status in statuses)
             line = (
                 f"BENCH scenario=scheduled_tick tick={tick} symbols={len(symbols)} "
-                f"wall_s={wall:.2f} checks_s={checks_wall:.2f} runs={len(statuses)} "
+                f"wall_s={wall:.2f} cpu_s={cpu:.1f} "
+                + "".join(
+                    f"cpu_{role}_s={spent:.1f} " for role, spent in sorted(spent_by_role.items())
+                )
+                + f"checks_s={checks_wall:.2f} runs={len(statuses)} "
                 f"failed_runs={failed} check_evaluations={evaluations} "
                 f"symbols_without_newest_features={behind} "
                 f"peak_connections={monitor.peaks.connections} "
