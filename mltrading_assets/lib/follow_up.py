@@ -77,7 +77,9 @@ def follow_up_sensors(
             name=name,
             run_status=status,
             request_job=job,
-            minimum_interval_seconds=10,
+            # The daemon's sensor loop runs every 5 s: a range's features start as soon as
+            # it can see the bars are in (at 10 s, each tick waited ~7 s more per range).
+            minimum_interval_seconds=5,
             default_status=dg.DefaultSensorStatus.RUNNING,
             description=description,
         )
