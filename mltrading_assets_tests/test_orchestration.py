@@ -14,7 +14,7 @@ from mltrading_assets.defs.market_data.schedules import market_data_schedule
 from mltrading_assets.defs.symbols.sensors import symbol_universe_sensor
 from mltrading_assets.lib.launching import materialize
 from mltrading_assets.lib.partitions import register_partitions
-from mltrading_assets.lib.ranged_runs import contiguous_ranges
+from mltrading_assets.lib.ranged_runs import MAX_RANGES, contiguous_ranges
 from mltrading_assets.lib.resources import PostgresResource
 from mltrading_assets.names import RunTags
 from mltrading_assets_tests.conftest import success_sensor_context
@@ -190,6 +190,17 @@ def test_contiguous_ranges_split_on_gaps_and_size():
     keys = list("ABCDEFGH")
     assert contiguous_ranges(keys, set("ABCEFGH"), 3) == [("A", "C"), ("E", "G"), ("H", "H")]
     assert contiguous_ranges(keys, set(), 3) == []
+
+
+def test_a_large_universe_goes_in_fewer_bigger_runs():
+    keys = [f"S{i:05d}" for i in range(10_000)]
+    # Up to SYMBOLS_PER_RUN x MAX_RANGES symbols, runs keep their size...
+    small = contiguous_ranges(keys, keys[:1000])
+    assert [(keys.index(a), keys.index(b)) for a, b in small] == [(0, 499), (500, 999)]
+    # ...beyond it, the count of runs stops growing and each run covers more.
+    large = contiguous_ranges(keys, keys)
+    assert len(large) == MAX_RANGES
+    assert {keys.index(b) - keys.index(a) + 1 for a, b in large} == {10_000 // MAX_RANGES}
 
 
 def test_connections_stay_bounded_while_200_symbols_are_processed(instance, universe, db):

@@ -27,7 +27,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from mltrading_assets.lib.dead_runs import Reaped, process_tags, reap_dead_runs
 from mltrading_assets.lib.partitions import symbol_partitions
-from mltrading_assets.lib.ranged_runs import SYMBOLS_PER_RUN, contiguous_ranges, range_tags
+from mltrading_assets.lib.ranged_runs import contiguous_ranges, range_tags
 from mltrading_assets.names import CHAMPION_MODEL_ASSET
 from mltrading_assets.paths import PROJECT_ROOT
 
@@ -119,7 +119,7 @@ def was_interrupted(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 
 def _ranges(
-    instance: dg.DagsterInstance, symbols: list[str], symbols_per_run: int
+    instance: dg.DagsterInstance, symbols: list[str], symbols_per_run: int | None
 ) -> list[tuple[str, str]]:
     ordered = instance.get_dynamic_partitions(symbol_partitions.name)
     unknown = sorted(set(symbols) - set(ordered))
@@ -161,7 +161,7 @@ def materialize(
     instance: dg.DagsterInstance,
     asset: str,
     symbols: list[str],
-    symbols_per_run: int = SYMBOLS_PER_RUN,
+    symbols_per_run: int | None = None,
     tags: dict[str, str] | None = None,
     run_config: dict | None = None,
     log_level: str = "INFO",
@@ -230,7 +230,7 @@ def _refresh_ranges_at_once(
 def refresh(
     instance: dg.DagsterInstance,
     symbols: list[str],
-    symbols_per_run: int = SYMBOLS_PER_RUN,
+    symbols_per_run: int | None = None,
     run_config: dict | None = None,
     log_level: str = "INFO",
     runs_at_once: int = 1,

@@ -14,6 +14,11 @@ from dagster._core.storage.tags import (  # Dagster's own tag names (1.13.27)
 # Dagster pays ~2 s per run; one run per symbol would be slower than the system we replace.
 # Backfills and schedules group symbols into runs of this size instead.
 SYMBOLS_PER_RUN = int(os.environ.get("MLTRADING_SYMBOLS_PER_RUN", "500"))
+# Beyond this many ranges, runs grow instead: each run also costs ~6 CPU-seconds of its own
+# (two interpreters loading the code, a forkserver, its events), which at 500 symbols a run
+# was half of the two cores' time in a 10,000-symbol tick. Enough ranges stay for a range's
+# features to overlap the next range's bars, and to keep a few worker hosts busy.
+MAX_RANGES = int(os.environ.get("MLTRADING_MAX_RANGES", "8"))
 
 # Runs stop after this long (run monitoring): a stuck source must not hold the queue forever.
 MAX_RUNTIME_TAGS = {MAX_RUNTIME_SECONDS_TAG: "3600"}
@@ -26,15 +31,23 @@ PARTITION_TAGS = (
 )
 
 
+def symbols_per_run(count: int) -> int:
+    """How many symbols each run covers when ``count`` are due: ``SYMBOLS_PER_RUN``, or more
+    where that would make more than ``MAX_RANGES`` runs."""
+    return max(SYMBOLS_PER_RUN, -(-count // max(MAX_RANGES, 1)))
+
+
 def contiguous_ranges(
-    ordered_keys: list[str], selected: list[str] | set[str], max_per_run: int = SYMBOLS_PER_RUN
+    ordered_keys: list[str], selected: list[str] | set[str], max_per_run: int | None = None
 ) -> list[tuple[str, str]]:
     """Split ``selected`` into ranges of adjacent keys of ``ordered_keys`` (the partition
-    order, which for dynamic partitions is insertion order), at most ``max_per_run`` each.
+    order, which for dynamic partitions is insertion order), at most ``max_per_run`` each
+    (by default ``symbols_per_run`` of the selection).
 
     A ranged run covers every key between its ends, so a gap in the selection starts a new range.
     """
     wanted = set(selected)
+    max_per_run = max_per_run or symbols_per_run(len(wanted))
     ranges: list[tuple[str, str]] = []
     run: list[str] = []
     for key in ordered_keys:
@@ -84,5 +97,5 @@ def symbol_range_requests(
             run_key=f"{run_key_prefix}:{first}..{last}",
             tags={**range_tags(first, last), **tags},
         )
-        for first, last in contiguous_ranges(ordered_partitions, symbols, SYMBOLS_PER_RUN)
+        for first, last in contiguous_ranges(ordered_partitions, symbols)
     ]
