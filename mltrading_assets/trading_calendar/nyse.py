@@ -36,6 +36,15 @@ def is_in_regular_session(timestamps: pd.DatetimeIndex) -> np.ndarray:
     return (latest >= 0) & (stamps < closes[np.maximum(latest, 0)])
 
 
+def session_open_before(moment: pd.Timestamp, sessions_back: int) -> pd.Timestamp | None:
+    """Open (UTC) of the NYSE session ``sessions_back`` sessions before the last one that
+    opened at or before ``moment`` (0: that one); None before the calendar's start. Two
+    binary searches: the per-symbol refresh asks this for every symbol of every tick."""
+    opens, _ = _session_edges()
+    position = int(np.searchsorted(opens, moment.value, side="right")) - 1 - sessions_back
+    return pd.Timestamp(int(opens[position]), tz="UTC") if position >= 0 else None
+
+
 def sessions_between(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """The NYSE schedule (columns ``open``, ``close`` in UTC) of sessions from start to end."""
     schedule = nyse_calendar().schedule

@@ -27,7 +27,7 @@ from mltrading_assets.trading_calendar import (
     bar_ends,
     exchange_of,
     grid_starts,
-    sessions_between,
+    session_open_before,
 )
 from mltrading_assets.workers.harness import Worker, WorkSpec, bar_span, run_task
 
@@ -78,11 +78,8 @@ def overlap_start(last: pd.Timestamp, days: int, exchange: str | None) -> pd.Tim
     start = last - pd.Timedelta(days=days)
     if exchange != "XNYS":
         return start
-    sessions = sessions_between(last - pd.Timedelta(days=days + 14), last)
-    sessions = sessions[sessions["open"] <= last]
-    if len(sessions) > days:
-        start = min(start, sessions["open"].iloc[-1 - days])
-    return start
+    earlier = session_open_before(last, days)
+    return start if earlier is None else min(start, earlier)
 
 
 def _served_since(source: BarSource, end: pd.Timestamp, otherwise: pd.Timestamp) -> pd.Timestamp:
