@@ -121,17 +121,14 @@ class CpuByRole(threading.Thread):
         self._first = dict(self._last)
 
     def _postgres(self) -> float:
-        def spent(times) -> float:
-            return times.user + times.system
-
-        total = spent(self._postmaster.cpu_times())
-        total += self._postmaster.cpu_times().children_user
-        total += self._postmaster.cpu_times().children_system
+        own = self._postmaster.cpu_times()
+        total = own.user + own.system + own.children_user + own.children_system
         for child in self._postmaster.children():
             try:
-                total += spent(child.cpu_times())
+                times = child.cpu_times()
             except psutil.Error:
                 continue
+            total += times.user + times.system
         return total
 
     def _sample(self) -> None:
