@@ -281,6 +281,9 @@ def scheduled_load(
             )
             print(line, flush=True)
             lines.append(line)
+        line = ui_line(port, symbols, bar_runs[-1], scalar)
+        print(line, flush=True)
+        lines.append(line)
         line = f"BENCH scenario=tables symbols={len(symbols)} {table_sizes(engine)}"
         print(line, flush=True)
         lines.append(line)
@@ -291,6 +294,41 @@ def scheduled_load(
         except subprocess.TimeoutExpired:
             os.killpg(dev.pid, 9)
     return lines
+
+
+def ui_line(port: int, symbols: list[str], ranged_run_id: str, scalar) -> str:
+    """The UI's pages over this universe, timed in Chromium (``bench.ui_pages``)."""
+    from bench.ui_pages import chromium, time_pages
+
+    head = f"BENCH scenario=ui symbols={len(symbols)}"
+    if chromium() is None:
+        return f"{head} skipped=no_chromium(apt-get install chromium)"
+
+    def newest_backfill() -> str:
+        return scalar(
+            "SELECT coalesce(max(key), '') FROM dagster.bulk_actions "
+            "WHERE id = (SELECT max(id) FROM dagster.bulk_actions)"
+        )
+
+    seconds = time_pages(
+        f"http://127.0.0.1:{port}",
+        symbols[len(symbols) // 2],
+        ranged_run_id,
+        len(symbols),
+        newest_backfill,
+    )
+    # The canceled backfill's runs end before the tables are measured.
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and scalar(
+        "SELECT count(*) FROM dagster.runs WHERE status IN "
+        "('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED', 'CANCELING')"
+    ):
+        time.sleep(2)
+    figures = " ".join(
+        f"{name}_s={'never' if s is None else f'{s:.2f}'}" for name, s in seconds.items()
+    )
+    slowest = max((s for s in seconds.values() if s is not None), default=0.0)
+    return f"{head} {figures} slowest_s={slowest:.2f}"
 
 
 def _wait_for_webserver(port: int, dev: subprocess.Popen, log: Path):
