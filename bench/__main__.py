@@ -8,6 +8,7 @@ ranged runs) on synthetic bars, and on Yahoo bars through yfinance, in a fresh d
     python -m bench --scenario scheduled_load --symbols 2000   # daemon path, 3 hourly ticks
     python -m bench --scenario training   # a year of 1,000 symbols: both learners
     python -m bench --scenario scale_out  # 1 worker host vs 2 (root: network namespaces)
+    python -m bench --scenario table_layout --symbols 10000   # 2 years; partitioned or not
 
 Prints a table and one machine-readable line per scenario:
 BENCH scenario=<name> symbols=<N> wall_s=<x> per_symbol_s=<y> rows_per_s=<z>
@@ -32,7 +33,7 @@ import sqlalchemy as sa
 
 SCENARIOS = ("full_load", "incremental", "features_100", "yahoo_refresh", "training")
 # Asked for by name only: it starts `dagster dev` and plays hourly ticks through the daemon.
-OPT_IN = ("scheduled_load", "scale_out")
+OPT_IN = ("scheduled_load", "scale_out", "table_layout")
 MAX_CONCURRENT_REQUESTS = 5
 # Friday 14:00 New York: the full load ends with the 13:30 bar; each later hour adds one bar
 # (14:30 and 15:30), and Monday 10:00 adds Monday's first.
@@ -69,7 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario",
         choices=SCENARIOS + OPT_IN,
-        help="run one scenario (default: all but scheduled_load and scale_out)",
+        help="run one scenario (default: all but scheduled_load, scale_out, table_layout)",
     )
     parser.add_argument(
         "--ticks", type=int, default=3, help="scheduled_load: hourly ticks to play (default 3)"
@@ -136,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     server = args.database_url or start_embedded_postgres(
         PROJECT_ROOT / ".mltrading" / "bench-pgdata", database="postgres"
     )
+    if args.scenario == "table_layout":
+        # Fills its own database with rows written in SQL; no Dagster involved.
+        from bench.table_layout import table_layout
+
+        table_layout(server, args.symbols)
+        return 0
     name = f"mltrading_bench_{uuid.uuid4().hex[:8]}"
     ensure_database(server, name)
     url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)

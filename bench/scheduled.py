@@ -328,7 +328,11 @@ def ui_line(port: int, symbols: list[str], ranged_run_id: str, scalar) -> str:
         f"{name}_s={'never' if s is None else f'{s:.2f}'}" for name, s in seconds.items()
     )
     slowest = max((s for s in seconds.values() if s is not None), default=0.0)
-    return f"{head} {figures} slowest_s={slowest:.2f}"
+    in_run = scalar(
+        "SELECT count(*) FROM dagster.event_logs WHERE dagster_event_type = "
+        f"'ASSET_MATERIALIZATION' AND run_id = '{ranged_run_id}'"
+    )
+    return f"{head} {figures} slowest_s={slowest:.2f} ranged_run_partitions={in_run}"
 
 
 def _wait_for_webserver(port: int, dev: subprocess.Popen, log: Path):

@@ -40,3 +40,21 @@ def test_bench_prints_a_machine_readable_line_per_scenario(server_url):
     assert any("mode=baseline" in line for line in lines)
     for field in ("wall_s=", "per_symbol_s=", "rows_per_s=", "peak_connections=", "peak_rss_mb="):
         assert field in lines[0]
+
+
+def test_the_table_layout_study_times_every_layout_and_names_the_indexes(server_url):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--scenario", "table_layout", "--symbols", "3"]
+        + ["--database-url", server_url],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
+    layouts = [field for line in lines for field in line.split() if field.startswith("layout=")]
+    assert layouts == ["layout=plain", "layout=by_symbol", "layout=by_month"]
+    assert "rows_per_table=" in lines[0]
+    # The platform's per-symbol reads go through the table's unique key.
+    assert "newest_bar=Index_Only_Scan:market_data_bar_key" in lines[-1]
