@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         # Fills its own database with rows written in SQL; no Dagster involved.
         from bench.table_layout import table_layout
 
-        table_layout(server, args.symbols)
+        table_layout(server, args.symbols, keep=args.keep)
         return 0
     name = f"mltrading_bench_{uuid.uuid4().hex[:8]}"
     ensure_database(server, name)
