@@ -9,7 +9,8 @@ follow-up sensor starts the features runs. A tick ends when every run it caused 
 Then the quality checks the :30 schedule would run. Per tick: wall time of bars and features
 and of the checks, failed runs and partitions left without features for the newest bar,
 check evaluations, peak client connections, the RSS of each long-lived process, event-log
-bytes written; after the last tick, the size of each table.
+bytes written; after the last tick, the UI's pages timed in Chromium (``bench.ui_pages``) and
+the size of each table.
 """
 
 import os

@@ -3,7 +3,8 @@
 After the ticks of ``scheduled_load``, with every symbol a partition holding an hour's runs,
 the pages a user opens are loaded one after the other and timed from the navigation (or the
 click) to the moment their content is on screen: not the page's frame, but the element that
-needs the partition data (a partition count, a partition's metadata, a run's steps). Each page
+needs the partition data (partition health counts, a materialization's metadata, a run's last
+event). Each page
 is a full load of the UI, the way a link or a bookmark opens it, so the figure includes the
 browser's work as well as the webserver's; the median of three loads is printed. A
 screenshot of each lands under ``test-output/bench-ui/``.
