@@ -39,6 +39,11 @@ HASH_PARTITIONS = 16
 END = pd.Timestamp("2026-11-21", tz="UTC")
 DOUBLE, SMALL = "double precision", "smallint"
 KEPT = "mltrading_bench_layout"
+# The tables' unique (symbol, timestamp, source) constraints, as sql/ names them.
+UNIQUE_KEYS = {
+    "market_data": "market_data_bar_key",
+    "feature_engineered_data": "feature_engineered_data_bar_key",
+}
 # The checks judge the last processing.check_window_days (default 30).
 CHECK_WINDOW = pd.Timedelta(days=30)
 
@@ -142,10 +147,7 @@ def _load_plain(engine: sa.Engine, names: list[str], starts: pd.DatetimeIndex) -
         conn.exec_driver_sql("SET maintenance_work_mem = '1GB'; SET work_mem = '1GB'")
         # What an interrupted load left.
         conn.exec_driver_sql("TRUNCATE public.market_data, public.feature_engineered_data CASCADE")
-        for table, key in (
-            ("market_data", "market_data_bar_key"),
-            ("feature_engineered_data", "feature_engineered_data_bar_key"),
-        ):
+        for table, key in UNIQUE_KEYS.items():
             conn.exec_driver_sql(
                 f"ALTER TABLE public.{table} DROP CONSTRAINT IF EXISTS {key} CASCADE"
             )
@@ -169,10 +171,7 @@ def _load_plain(engine: sa.Engine, names: list[str], starts: pd.DatetimeIndex) -
             f"INSERT INTO public.feature_engineered_data ({columns}) "
             f"SELECT {values} FROM public.market_data AS m"
         )
-        for table, key in (
-            ("market_data", "market_data_bar_key"),
-            ("feature_engineered_data", "feature_engineered_data_bar_key"),
-        ):
+        for table, key in UNIQUE_KEYS.items():
             conn.exec_driver_sql(
                 f"ALTER TABLE public.{table} ADD CONSTRAINT {key} "
                 'UNIQUE (symbol, "timestamp", source)'
