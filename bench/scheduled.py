@@ -307,8 +307,7 @@ def ui_line(port: int, symbols: list[str], ranged_run_id: str, scalar) -> str:
 
     def newest_backfill() -> str:
         return scalar(
-            "SELECT coalesce(max(key), '') FROM dagster.bulk_actions "
-            "WHERE id = (SELECT max(id) FROM dagster.bulk_actions)"
+            "SELECT coalesce((SELECT key FROM dagster.bulk_actions ORDER BY id DESC LIMIT 1), '')"
         )
 
     seconds = time_pages(

@@ -39,6 +39,8 @@ HASH_PARTITIONS = 16
 END = pd.Timestamp("2026-11-21", tz="UTC")
 DOUBLE, SMALL = "double precision", "smallint"
 KEPT = "mltrading_bench_layout"
+# Statements timed one symbol at a time over the sample, reported per symbol.
+PER_SYMBOL = ("newest_bar", "bar_window", "feature_tail")
 # The tables' unique (symbol, timestamp, source) constraints, as sql/ names them.
 UNIQUE_KEYS = {
     "market_data": "market_data_bar_key",
@@ -234,7 +236,7 @@ def _sizes_line(engine: sa.Engine, symbols: int, bars: int) -> str:
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT n.nspname || '.' || c.relname, pg_total_relation_size(c.oid), "
-            "pg_indexes_size(c.oid), c.relkind "
+            "pg_indexes_size(c.oid) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relname IN ('market_data', 'feature_engineered_data') AND c.relkind = 'r' "
             "AND n.nspname = 'public'"
@@ -242,7 +244,7 @@ def _sizes_line(engine: sa.Engine, symbols: int, bars: int) -> str:
         counted = conn.exec_driver_sql("SELECT count(*) FROM public.market_data").scalar_one()
     sizes = " ".join(
         f"{name}_mb={total / 2**20:.0f} {name}_index_mb={index / 2**20:.0f}"
-        for name, total, index, _ in sorted(rows)
+        for name, total, index in sorted(rows)
     )
     return (
         f"BENCH scenario=table_layout symbols={symbols} bars_per_symbol={bars} "
@@ -254,11 +256,8 @@ def _statements(layout: str) -> dict[str, str]:
     """The platform's statements (``db/bars.py``, ``db/feature_rows.py``, the checks,
     ``db/model_rows.py``) on ``layout``'s tables."""
     md = "public.market_data" if layout == "plain" else f"{layout}.market_data"
-    fe = (
-        "by_month.feature_engineered_data"
-        if layout == "by_month"
-        else ("public.feature_engineered_data")
-    )
+    # Only by_month partitions the features; the other layouts read the plain table.
+    fe = f"{'by_month' if layout == 'by_month' else 'public'}.feature_engineered_data"
     return {
         "newest_bar": f'SELECT max("timestamp") FROM {md} WHERE symbol = %(symbol)s '
         "AND source = %(source)s",
@@ -287,6 +286,19 @@ def _statements(layout: str) -> dict[str, str]:
     }
 
 
+def _params(names: list[str], starts: pd.DatetimeIndex) -> dict:
+    """What the statements are asked (the per-symbol ones add ``symbol``)."""
+    return {
+        "source": SOURCE,
+        "since": starts[-5].to_pydatetime(),
+        "symbols": names[:500],
+        "check_since": (END - CHECK_WINDOW).to_pydatetime(),
+        "all": names,
+        "next": (starts[-1] + pd.Timedelta(hours=1)).to_pydatetime(),
+        "year_ago": (END - pd.DateOffset(years=1)).to_pydatetime(),
+    }
+
+
 class _Discard:
     def write(self, data) -> int:
         return len(data)
@@ -298,15 +310,7 @@ def _timings_line(
     statements = _statements(layout)
     step = max(1, len(names) // SAMPLE)
     sample = names[::step][:SAMPLE]
-    params = {
-        "source": SOURCE,
-        "since": starts[-5].to_pydatetime(),
-        "symbols": names[:500],
-        "check_since": (END - CHECK_WINDOW).to_pydatetime(),
-        "all": names,
-        "next": (starts[-1] + pd.Timedelta(hours=1)).to_pydatetime(),
-        "year_ago": (END - pd.DateOffset(years=1)).to_pydatetime(),
-    }
+    params = _params(names, starts)
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
@@ -336,9 +340,7 @@ def _timings_line(
             )
 
         work = {
-            "newest_bar": per_symbol(statements["newest_bar"]),
-            "bar_window": per_symbol(statements["bar_window"]),
-            "feature_tail": per_symbol(statements["feature_tail"]),
+            **{name: per_symbol(statements[name]) for name in PER_SYMBOL},
             "check_window": once(statements["check_window"]),
             "hourly_upsert": upsert,
             "training_read": training,
@@ -357,12 +359,7 @@ def _timings_line(
             median = statistics.median(seconds)
             unit = (
                 f"{median / len(sample) * 1000:.3f}ms_per_symbol"
-                if name
-                in (
-                    "newest_bar",
-                    "bar_window",
-                    "feature_tail",
-                )
+                if name in PER_SYMBOL
                 else f"{median:.2f}s"
             )
             figures.append(f"{name}={unit}")
@@ -375,24 +372,18 @@ def _timings_line(
 def _plans_line(engine: sa.Engine, names: list[str], starts: pd.DatetimeIndex) -> str:
     """The index (or scan) each statement uses on the platform's own tables."""
     statements = _statements("plain")
-    params = {
-        "source": SOURCE,
-        "symbol": names[len(names) // 2],
-        "since": starts[-5].to_pydatetime(),
-        "symbols": names[:500],
-        "check_since": (END - CHECK_WINDOW).to_pydatetime(),
-        "year_ago": (END - pd.DateOffset(years=1)).to_pydatetime(),
-    }
+    params = {**_params(names, starts), "symbol": names[len(names) // 2]}
+    # The training read's query, without the COPY around it.
+    statements["training_read"] = (
+        statements["training_read"].removeprefix("COPY (").removesuffix(") TO STDOUT")
+    )
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         uses = []
-        for name in ("newest_bar", "bar_window", "feature_tail", "check_window"):
+        for name in (*PER_SYMBOL, "check_window", "training_read"):
             cursor.execute("EXPLAIN (FORMAT JSON) " + statements[name], params)
             uses.append(f"{name}={'+'.join(sorted(_scans(cursor.fetchone()[0][0]['Plan'])))}")
-        training = statements["training_read"].removeprefix("COPY (").removesuffix(") TO STDOUT")
-        cursor.execute("EXPLAIN (FORMAT JSON) " + training, params)
-        uses.append(f"training_read={'+'.join(sorted(_scans(cursor.fetchone()[0][0]['Plan'])))}")
         raw.rollback()
     finally:
         raw.close()

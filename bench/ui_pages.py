@@ -119,7 +119,7 @@ def time_pages(
         )
         before = newest_backfill()
         _time_dialog_and_launch(page, timed, go, count)
-        backfill = _wait_for(lambda: newest_backfill() != before and newest_backfill())
+        backfill = _wait_for(lambda: (newest := newest_backfill()) != before and newest)
         try:
             timed(
                 "backfill_page",
