@@ -4,16 +4,31 @@ started by ``mltrading worker``): the executor's app with dagster-celery's step 
 import importlib
 import logging
 import multiprocessing
+from typing import Any
 
+from celery.backends.database import DatabaseBackend
 from celery.signals import task_postrun, worker_process_init
+from celery.worker.request import Request
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
 from mltrading_assets.lib.dagster_storage import close_kept_connections
 from mltrading_assets.lib.distributed import celery_app
 from mltrading_assets.lib.launching import DEFINITIONS_MODULE
 
+
+class _KilledWhenCancelled(Request):
+    """A step whose worker lost the broker (a restart) is cancelled, so that the broker's
+    second delivery of its unacknowledged task is the only copy that runs. Celery cancels
+    with SIGTERM, which Dagster turns into an interrupt inside the step, and the step's
+    RetryPolicy into a retry the orchestrator submits: two copies of the step. Killed, the
+    step leaves what a killed host leaves (its symbols done stay done, the rest is redone)."""
+
+    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
+        super().cancel(pool, signal="SIGKILL", emit_retry=emit_retry)
+
+
 app = celery_app()
-execute_plan = create_task(app)
+execute_plan = create_task(app, Request=_KilledWhenCancelled)
 # Whole runs, for an instance whose run launcher is dagster-celery's CeleryRunLauncher
 # (MLTRADING_CELERY_MODE=runs); unused otherwise.
 execute_job = create_execute_job_task(app)
@@ -56,5 +71,13 @@ def _may_start_processes(**_) -> None:
 @task_postrun.connect
 def _close_the_steps_connections(**_) -> None:
     """The step's Dagster instance is done with once its task returns (see
-    ``close_kept_connections``): a pool child holds no connection between steps."""
+    ``close_kept_connections``), and so is the result store once the task's result is in it
+    (Celery keeps that engine's connection open in a pool child): a pool child holds no
+    connection between steps."""
     close_kept_connections()
+    if isinstance(app.backend, DatabaseBackend):
+        # A result nobody read (a step revoked, or finished twice after a host's link was
+        # cut) goes after ``result_expires``: Celery leaves that to its beat, which we do
+        # not run.
+        app.backend.cleanup()
+        app.backend.session_manager.invalidate(app.backend.url)

@@ -29,12 +29,17 @@ from typing import Any
 
 import celery
 import dagster as dg
+import sqlalchemy as sa
 from celery.exceptions import DuplicateTaskNameWarning
+from celery.result import AsyncResult
 from dagster._core.execution.retries import RetryMode  # dagster-celery's own argument type
-from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
+from dagster_celery.core_execution_loop import core_celery_execution_loop
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
 from dagster_celery.make_app import make_app
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
+from mltrading_assets.db.engine import DAGSTER_SCHEMA
+from mltrading_assets.lib.dagster_storage import DAGSTER_URL_VARIABLE
 from mltrading_assets.lib.dead_runs import process_tags
 
 # dagster-celery registers its step task again for every step it sends (same name, same
@@ -43,6 +48,7 @@ warnings.filterwarnings("ignore", category=DuplicateTaskNameWarning)
 
 BROKER_VARIABLE = "MLTRADING_CELERY_BROKER"
 BACKEND_VARIABLE = "MLTRADING_CELERY_BACKEND"
+DATABASE_URL_VARIABLE = "MLTRADING_DATABASE_URL"
 # What goes to the worker hosts: each step (dagster-celery's executor, the default), or each
 # whole run (``runs``: dagster-celery's CeleryRunLauncher, set in the instance's dagster.yaml,
 # with the multiprocess executor inside the run). Measured side by side in the README; the
@@ -67,6 +73,25 @@ CELERY_SETTINGS: dict[str, Any] = {
     "broker_connection_retry_on_startup": True,
     # The reply queues of the questions `mltrading doctor` asks the workers go after a minute.
     "control_queue_expires": 60,
+    # A worker that loses the broker (a restart) stops the step it runs: the broker delivers
+    # that unacknowledged task again once it is back, and two copies of one step must not
+    # write the same run at once.
+    "worker_cancel_long_running_tasks_on_connection_loss": True,
+    # A step submitted while the broker restarts waits for it (~1 minute), not 0.6 s.
+    "task_publish_retry_policy": {
+        "max_retries": 30,
+        "interval_start": 0.5,
+        "interval_step": 0.5,
+        "interval_max": 2,
+    },
+}
+
+
+# Celery's result tables sit beside Dagster's, in the schema its role owns.
+DATABASE_BACKEND_SETTINGS: dict[str, Any] = {
+    "database_table_schemas": {"task": DAGSTER_SCHEMA, "group": DAGSTER_SCHEMA},
+    # The orchestrator deletes each result once read; one never read goes after a day.
+    "result_expires": 86400,
 }
 
 
@@ -94,11 +119,34 @@ def redacted_broker() -> str:
     return maybe_sanitize_url(os.environ[BROKER_VARIABLE])
 
 
+def result_backend() -> str:
+    """Where steps' results wait for their orchestrator: ``MLTRADING_CELERY_BACKEND``, else
+    the PostgreSQL that holds Dagster's storage (no component to add). Celery's default,
+    ``rpc://``, sends them back through the broker on a queue that lives as long as the
+    orchestrator's connection: a broker restart lost every result in flight, and with them
+    the runs waiting for them."""
+    chosen = os.environ.get(BACKEND_VARIABLE)
+    if chosen:
+        return chosen
+    url = os.environ.get(DAGSTER_URL_VARIABLE) or os.environ.get(DATABASE_URL_VARIABLE)
+    if not url:
+        raise RuntimeError(
+            f"{BROKER_VARIABLE} is set but {DATABASE_URL_VARIABLE} is not: worker hosts need a "
+            "PostgreSQL every host reaches (the embedded server is this machine's only)"
+        )
+    parsed = sa.make_url(url).set(drivername="postgresql+psycopg2")
+    parsed = parsed.update_query_dict({"application_name": "celery_results"})
+    return "db+" + parsed.render_as_string(hide_password=False)
+
+
 def executor_config() -> dict[str, Any]:
+    settings = dict(CELERY_SETTINGS)
+    if result_backend().startswith("db+"):
+        settings.update(DATABASE_BACKEND_SETTINGS)
     return {
         "broker": os.environ[BROKER_VARIABLE],
-        "backend": os.environ.get(BACKEND_VARIABLE) or "rpc://",
-        "config_source": CELERY_SETTINGS,
+        "backend": result_backend(),
+        "config_source": settings,
     }
 
 
@@ -126,6 +174,8 @@ def queue_consumers(queues: set[str]) -> dict[str, int]:
     """Workers consuming each queue, as the broker counts them (busy ones included)."""
     counts = {}
     with celery_app().connection_for_write() as connection:
+        # A run launched while the broker restarts waits for it, as its steps' submission does.
+        connection.ensure_connection(**CELERY_SETTINGS["task_publish_retry_policy"])
         for queue in sorted(queues):
             channel = connection.channel()
             try:
@@ -160,7 +210,27 @@ class HostAwareCeleryExecutor(CeleryExecutor):
                 allow_retries=False,
             )
         with _interrupt_when_terminated(plan_context.instance, run.run_id):
-            yield from super().execute(plan_context, execution_plan)
+            yield from core_celery_execution_loop(
+                plan_context, execution_plan, step_execution_fn=_submit_forgetting_once_read
+            )
+
+
+class _ForgottenOnceRead(AsyncResult):
+    """A step's result, deleted from the result backend once its orchestrator has read it:
+    a stored result is needed only until then."""
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get(*args, **kwargs)
+        finally:
+            with contextlib.suppress(Exception):
+                self.forget()
+
+
+def _submit_forgetting_once_read(app: celery.Celery, *args: Any) -> AsyncResult:
+    # dagster-celery's own submission (an internal of dagster_celery.executor, as is the
+    # loop that calls it; test_scale_out runs every step through both).
+    return _ForgottenOnceRead(_submit_task(app, *args).id, app=app)
 
 
 @dg.executor(
