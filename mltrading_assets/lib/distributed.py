@@ -140,12 +140,13 @@ def result_backend() -> str:
 
 
 def executor_config() -> dict[str, Any]:
+    backend = result_backend()
     settings = dict(CELERY_SETTINGS)
-    if result_backend().startswith("db+"):
+    if backend.startswith("db+"):
         settings.update(DATABASE_BACKEND_SETTINGS)
     return {
         "broker": os.environ[BROKER_VARIABLE],
-        "backend": result_backend(),
+        "backend": backend,
         "config_source": settings,
     }
 
