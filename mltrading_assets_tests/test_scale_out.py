@@ -265,10 +265,24 @@ def test_a_run_terminated_mid_step_stops_its_step_on_the_host_and_a_rerun_conver
     # The step stopped: no further request, and not every symbol was fetched.
     assert sum(cluster.yahoo.stats.chart_requests[s] for s in symbols) == fetched
     with cluster.engine.connect() as conn:
-        _, status = _latest_bars_run(conn, symbols[0])
+        run_id, status = _latest_bars_run(conn, symbols[0])
         stopped_with = _bars(conn, "TRM%")[0]
+        ended = (
+            conn.execute(
+                sa.text(
+                    "SELECT dagster_event_type FROM dagster.event_logs WHERE run_id = :run AND "
+                    "dagster_event_type IN ('STEP_FAILURE', 'STEP_UP_FOR_RETRY', 'STEP_SUCCESS')"
+                ),
+                {"run": run_id},
+            )
+            .scalars()
+            .all()
+        )
     assert _slots_freed_by(cluster.engine, time.monotonic()) == ""
     assert status == "CANCELED", out
+    # The run ended once the host's step had: the step's own end is in its log (a revoke
+    # must not end the run while the step still runs).
+    assert len(ended) == 1, out
     # The command started no further range, and the terminated one stopped part-way.
     assert launch.returncode == 130 and "interrupted: run" in out, out
     assert stopped_with < 40

@@ -68,6 +68,10 @@ CELERY_SETTINGS: dict[str, Any] = {
     "task_reject_on_worker_lost": True,
     # A worker holds only the step it runs; the next one stays free for another host.
     "worker_prefetch_multiplier": 1,
+    # A running step is marked STARTED in the result store. A revoke is broadcast to every
+    # worker, and one not running the step marks a step still PENDING as revoked: its
+    # orchestrator would end the run while the host still ran the step.
+    "task_track_started": True,
     # A host whose link is cut is given up by the broker within ~30 s.
     "broker_heartbeat": 10,
     "broker_connection_retry_on_startup": True,
