@@ -8,10 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from click.testing import CliRunner
 
 from mltrading_assets.cli import main
@@ -143,3 +145,50 @@ def test_an_interrupted_batch_starts_no_further_symbol(tmp_path):
     time.sleep(1.0)  # anything still queued would now be running and writing
     assert len(list(tmp_path.iterdir())) == written
     assert written <= 4
+
+
+def _die_in_the_first_pool(folder: str, always: bool) -> None:
+    # The first worker to start dies before it takes a symbol, as a worker killed between
+    # two symbols does; ``always``: every worker does (a worker that cannot start).
+    first = Path(folder) / "first-worker"
+    if always or not first.exists():
+        first.touch()
+        os._exit(3)
+
+
+def _quick(symbol: str) -> dict:
+    return {"symbol": symbol}
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_worker_dying_between_symbols_costs_no_symbol(tmp_path, always):
+    # pebble gives up on a pool whose worker died while no symbol was running, failing the
+    # symbols it had handed out and never resolving the ones it had not: a batch with a
+    # worker killed at that moment failed every symbol, or waited for ever.
+    from mltrading_assets.workers.isolation import POOL_STARTS, run_isolated
+
+    symbols = [f"S{i:04d}" for i in range(2000)]  # more than the pool's pipe holds
+    outcomes: list = []
+    batch = threading.Thread(
+        target=lambda: outcomes.extend(
+            run_isolated(
+                _quick,
+                symbols,
+                initializer=_die_in_the_first_pool,
+                initargs=(str(tmp_path), always),
+                workers=1,
+                timeout_seconds=30,
+            )
+        ),
+        daemon=True,
+    )
+    batch.start()
+    batch.join(120)
+    assert not batch.is_alive(), f"the batch hangs with {len(outcomes)} outcomes"
+    assert sorted(o.symbol for o in outcomes) == symbols
+    failed = [o for o in outcomes if not o.ok]
+    if not always:
+        assert failed == []
+    else:  # bounded: a worker that cannot start fails the batch, saying so, once per symbol
+        assert len(failed) == len(symbols)
+        assert f"of {POOL_STARTS} pools in a row died before taking a symbol" in failed[0].error

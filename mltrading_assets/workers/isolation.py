@@ -1,7 +1,8 @@
 """Run one function per symbol in a pool of worker processes, each symbol on its own.
 
 A symbol whose work raises, runs past its timeout, or kills its worker process fails alone:
-pebble replaces the dead or stuck worker and the other symbols carry on. Workers are
+pebble replaces the dead or stuck worker and the other symbols carry on (and where pebble
+gives up on the whole pool, a new pool takes the symbols left). Workers are
 long-lived (one database connection each, opened by the initializer), so connections are
 bounded by the worker count whatever the number of symbols, and each worker is replaced
 after ``max_tasks`` symbols so memory cannot creep up over a large batch.
@@ -10,9 +11,10 @@ after ``max_tasks`` symbols so memory cannot creep up over a large batch.
 import multiprocessing
 import os
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -77,6 +79,14 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
+# A worker that dies while no symbol is known to be running (killed between two symbols,
+# or as it took its next one) makes pebble give up on its whole pool: every symbol not
+# done is failed with BrokenProcessPool, and those it had not yet handed to a worker are
+# never resolved at all. Those symbols go to a new pool; a worker that cannot even start
+# (its initializer fails) breaks every pool, so the number of pools is bounded.
+POOL_STARTS = 3
+
+
 def run_isolated(
     task: Callable[[str], dict[str, Any]],
     symbols: list[str],
@@ -93,10 +103,41 @@ def run_isolated(
     Stopped early (the consumer raised, was interrupted, or closed the generator), the pool
     is stopped at once: no further symbol starts, and the workers of the symbols in flight
     are terminated, their transactions rolled back with their connections. The pool's own
-    context manager would instead wait for every symbol still queued.
+    context manager would instead wait for every symbol still queued. A pool pebble gave up
+    on hands the symbols it left undone to a new one (at most ``POOL_STARTS`` pools).
     """
+    remaining = list(symbols)
+    for pools in range(1, POOL_STARTS + 1):
+        remaining = yield from _run_pool(
+            task,
+            remaining,
+            initializer=initializer,
+            initargs=initargs,
+            workers=workers,
+            timeout_seconds=timeout_seconds,
+            max_tasks=max_tasks,
+            start_method=start_method,
+            last=pools == POOL_STARTS,
+        )
+        if not remaining:
+            return
+
+
+def _run_pool(
+    task: Callable[[str], dict[str, Any]],
+    symbols: list[str],
+    *,
+    initializer: Callable[..., None],
+    initargs: tuple,
+    workers: int,
+    timeout_seconds: float,
+    max_tasks: int,
+    start_method: str,
+    last: bool,
+) -> Generator[SymbolOutcome, None, list[str]]:
+    """Yield the outcomes of one pool; return the symbols a broken pool left undone."""
     if not symbols:
-        return
+        return []
     pool = ProcessPool(
         max_workers=max(1, min(workers, len(symbols))),
         max_tasks=max_tasks,
@@ -105,9 +146,35 @@ def run_isolated(
         context=_context(start_method),
     )
     try:
-        pending = {pool.schedule(task, args=(s,), timeout=timeout_seconds): s for s in symbols}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        pending: dict[Any, str] = {}
+        unscheduled: list[str] = []
+        for i, symbol in enumerate(symbols):
+            try:
+                pending[pool.schedule(task, args=(symbol,), timeout=timeout_seconds)] = symbol
+            except RuntimeError:  # pebble gave up on the pool while it was being filled
+                unscheduled = symbols[i:]
+                break
+        while pending or unscheduled:
+            done = () if unscheduled else wait(pending, return_when=FIRST_COMPLETED)[0]
+            if unscheduled or any(_broke(future) for future in done):
+                # What finished before the break is kept; the rest goes to a new pool.
+                for future in [f for f in pending if f.done() and not _broke(f)]:
+                    yield _outcome(pending.pop(future), future, timeout_seconds)
+                pool.stop()
+                undone = [*pending.values(), *unscheduled]
+                if not last:
+                    return undone
+                for symbol in undone:
+                    yield SymbolOutcome(
+                        symbol,
+                        error=(
+                            f"not run: the worker processes of {POOL_STARTS} pools in a row "
+                            "died before taking a symbol (does a worker fail as it starts? "
+                            "its error is on stderr)"
+                        ),
+                        kind=FailureKind.ERROR,
+                    )
+                return []
             for future in done:
                 yield _outcome(pending.pop(future), future, timeout_seconds)
     except BaseException:
@@ -116,6 +183,15 @@ def run_isolated(
     finally:
         pool.close()
         pool.join()
+    return []
+
+
+def _broke(future: Any) -> bool:
+    return (
+        future.done()
+        and not future.cancelled()
+        and isinstance(future.exception(), BrokenProcessPool)
+    )
 
 
 def _outcome(symbol: str, future: Any, timeout_seconds: float) -> SymbolOutcome:
