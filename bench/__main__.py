@@ -325,7 +325,7 @@ def yahoo_refresh(args, yahoo, instance, engine, home: str, measured, refresh) -
     # Their first load (60 days) is set-up, served without delay and not measured.
     yahoo.latency_s = 0.0
     refresh(names, config)
-    yahoo.now = yahoo.now + pd.Timedelta(hours=1)
+    yahoo.advance(pd.Timedelta(hours=1))
     yahoo.latency_s = args.yahoo_latency
     yahoo.stats.peak_in_flight = 0
     result = measured("yahoo_refresh", names, lambda: refresh(names, config))

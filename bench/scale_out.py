@@ -125,7 +125,7 @@ def _yahoo_refresh(symbols: int, latency: float) -> None:
             yahoo.bars(name)  # built before anything is timed
         yahoo.latency_s = 0.0
         _materialize(built, names, "--asset", "market_data")  # the first load: set-up
-        yahoo.now = yahoo.now + pd.Timedelta(hours=1)
+        yahoo.advance(pd.Timedelta(hours=1))
         yahoo.latency_s = latency
         yahoo.stats.peak_by_address.clear()
         before = sum(yahoo.stats.chart_requests[name] for name in names)

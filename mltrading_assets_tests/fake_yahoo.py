@@ -183,6 +183,14 @@ class FakeYahoo:
             self._bars[key] = self._build_bars(symbol, as_served)
         return self._bars[key]
 
+    def advance(self, delta: pd.Timedelta) -> None:
+        """Move the clock by ``delta``, the frames of the symbols served so far built for the
+        new time at once: a benchmark's timed refresh must not wait for this server."""
+        served = {key[0] for key in self._bars}
+        self.now = self.now + delta
+        for symbol in sorted(served):
+            self.bars(symbol)
+
     def _build_bars(self, symbol: str, as_served: bool) -> pd.DataFrame:
         grid = _grid(self.now)
         grid = grid[grid.index <= self.now]
