@@ -378,3 +378,17 @@ def test_the_daemons_runs_for_new_symbols_land_on_both_hosts(cluster):
         assert set(hosts) == {"host1", "host2"}
         with_bars, bars, distinct_bars = _bars(conn, "NEW%")
     assert with_bars == 100 and bars == distinct_bars
+
+
+def test_the_orchestrator_looks_at_its_steps_four_times_a_second():
+    # A run ends a quarter of a second after its last step, not up to two: the loop of
+    # dagster-celery (an internal module) sleeps its module's TICK_SECONDS between looks.
+    import inspect
+
+    from dagster_celery import core_execution_loop
+
+    from mltrading_assets.lib import distributed
+
+    assert core_execution_loop.TICK_SECONDS == distributed.STEP_POLL_SECONDS == 0.25
+    loop = inspect.getsource(core_execution_loop.core_celery_execution_loop)
+    assert "time.sleep(TICK_SECONDS)" in loop

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from celery.exceptions import DuplicateTaskNameWarning
 from celery.result import AsyncResult
 from dagster._core.execution.retries import RetryMode  # dagster-celery's own argument type
+from dagster_celery import core_execution_loop
 from dagster_celery.core_execution_loop import core_celery_execution_loop
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
 from dagster_celery.make_app import make_app
@@ -196,6 +197,14 @@ def queue_consumers(queues: set[str]) -> dict[str, int]:
 def bar_workers() -> int:
     """Workers taking bar steps: how many ranges a refresh keeps going at once."""
     return max(1, queue_consumers({queue_for("bars")})[queue_for("bars")])
+
+
+# dagster-celery's loop sleeps ``TICK_SECONDS`` (1 s; a global of an internal module) between
+# looks at its steps' results, and once more after the last one: a run ended ~1.5 s after
+# its last step, on average. A look is one primary-key read of the result store per step in
+# flight. Pinned by test_the_orchestrator_looks_at_its_steps_four_times_a_second.
+STEP_POLL_SECONDS = 0.25
+core_execution_loop.TICK_SECONDS = STEP_POLL_SECONDS
 
 
 class HostAwareCeleryExecutor(CeleryExecutor):
