@@ -22,7 +22,7 @@ from mltrading_assets.trading_calendar import nyse_calendar
 from mltrading_assets.workers.bar_task import load_market_data
 from mltrading_assets.workers.harness import WorkSpec, init_worker
 from mltrading_assets.workers.isolation import FailureKind, SymbolOutcome, run_isolated
-from mltrading_assets.workers.slots import RequestSlots
+from mltrading_assets.workers.slots import RequestSlots, SharedRequestSlots
 from mltrading_assets_tests.conftest import table_count
 from mltrading_assets_tests.fake_yahoo import DELISTED, FakeYahoo, Fault, Split
 
@@ -291,3 +291,49 @@ def test_a_request_slot_held_by_a_killed_worker_is_released():
         assert time.monotonic() - started < 5
     finally:
         slots.remove()
+
+
+def test_a_shared_slot_goes_to_its_waiter_when_released_or_when_its_holder_dies(
+    database_url, engine
+):
+    # Hosts share their slots through PostgreSQL: a waiter is told of a release at once
+    # (no asking every few milliseconds), and a holder that dies without telling frees its
+    # slot with its session all the same.
+    import threading
+
+    scope = f"test-{os.getpid()}-{time.monotonic_ns()}"
+    holder = SharedRequestSlots(scope, 1, database_url)
+    waiter = SharedRequestSlots(scope, 1, database_url)
+    got: list[float] = []
+
+    def wait_for_the_slot() -> None:
+        with waiter:
+            got.append(time.monotonic())
+
+    holder.__enter__()
+    thread = threading.Thread(target=wait_for_the_slot)
+    thread.start()
+    time.sleep(0.5)
+    assert got == []  # the only slot is held
+    holder.__exit__(None, None, None)
+    thread.join(10)
+    assert len(got) == 1
+
+    # A holder whose session ends without a release (a killed process):
+    holder.__enter__()
+    thread = threading.Thread(target=wait_for_the_slot)
+    thread.start()
+    time.sleep(0.5)
+    assert len(got) == 1
+    with engine.begin() as other:
+        other.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = CAST(CAST(:key AS bigint) AS oid) AND granted"
+            ),
+            {"key": holder.key & 0xFFFFFFFF},
+        )
+    thread.join(10)
+    assert len(got) == 2
+    holder._engine.dispose()
+    waiter._engine.dispose()
