@@ -7,6 +7,8 @@ SYMBOL_PARTITIONS = "symbols"
 # The concurrency pool of bar fetching (its limit is in dagster.yaml).
 BAR_SOURCE_POOL = "market_data_source"
 OWNERS = ["team:mltrading"]
+# The environment variable that turns worker hosts on: the broker they take steps from.
+BROKER_VARIABLE = "MLTRADING_CELERY_BROKER"
 # The live model's asset: launching runs from the terminal asks whether it was materialized.
 CHAMPION_MODEL_ASSET = "champion_model"
 

@@ -192,3 +192,63 @@ def test_a_worker_dying_between_symbols_costs_no_symbol(tmp_path, always):
     else:  # bounded: a worker that cannot start fails the batch, saying so, once per symbol
         assert len(failed) == len(symbols)
         assert f"of {POOL_STARTS} pools in a row died before taking a symbol" in failed[0].error
+
+
+def _watched_by_a_step() -> tuple[int, int]:
+    """In a run process: (its pid, the orchestrator a step forked by its executor's
+    forkserver would watch)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as steps:
+        return os.getpid(), steps.submit(_orchestrator_pid).result()
+
+
+def _orchestrator_pid() -> int:
+    from mltrading_assets.workers.lifeline import orchestrator
+
+    return orchestrator().pid
+
+
+def test_a_step_watches_its_own_run_process_when_that_is_a_forkserver_child():
+    """Ranges at once run in processes forked from the command's forkserver, whose command
+    line they share: a step's watch must stop at its run's process, not climb on to the
+    command (a run killed alone would leave its step running)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mltrading_assets.lib import run_processes
+
+    with ProcessPoolExecutor(1, mp_context=run_processes.context()) as runs:
+        run_pid, watched = runs.submit(_watched_by_a_step).result(timeout=120)
+    assert run_pid != os.getpid()
+    assert watched == run_pid
+
+
+def test_definitions_that_fail_to_load_fail_each_run_saying_why(tmp_path):
+    """The run processes' server loads the definitions before it forks any; a failure there
+    must reach each run as the error itself, not kill the server ("unexpected EOF")."""
+    script = (
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from mltrading_assets.lib import run_processes\n"
+        "def load():\n"
+        "    import mltrading_assets.definitions\n"
+        "if __name__ == '__main__':\n"
+        "    assert run_processes.start_early(None)\n"
+        "    with ProcessPoolExecutor(1, mp_context=run_processes.context()) as runs:\n"
+        "        runs.submit(load).result()\n"
+    )
+    (tmp_path / "runs.py").write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLTRADING", "DAGSTER"))}
+    # Worker hosts without a database every host reaches: the definitions refuse to load.
+    env["MLTRADING_CELERY_BROKER"] = "amqp://guest@127.0.0.1:5672//"
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "runs.py")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "MLTRADING_CELERY_BROKER is set but MLTRADING_DATABASE_URL is not" in done.stderr
+    assert "EOFError" not in done.stderr

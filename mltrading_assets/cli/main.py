@@ -383,14 +383,19 @@ def run_assets(names: list[str], assets: list[str], runs_at_once: int = 1) -> bo
 def materialize(symbol_opts: tuple[str, ...], asset: str, runs_at_once: int | None) -> None:
     """Materialize assets for symbols through Dagster: the multiprocess executor on this
     machine, or worker hosts when MLTRADING_CELERY_BROKER is set."""
-    from mltrading_assets.db.symbols import active_symbols
+    from mltrading_assets.lib import run_processes
 
-    url = env.ready_environment()
+    url = env.environment()
+    # Ranges at once run in processes forked from a server that loads the definitions:
+    # started first, it does so while this command loads its own code and registers symbols.
+    run_processes.start_early(runs_at_once)
+    env.init_schema(url)
     if symbol_opts:
         names = _parse_symbols(symbol_opts)
         with env.instance() as instance:
             add_symbols(url, instance, names)
     else:
+        from mltrading_assets.db.symbols import active_symbols
         from mltrading_assets.lib.partitions import register_partitions
 
         with env.connection(url) as conn:

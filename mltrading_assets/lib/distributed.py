@@ -42,12 +42,12 @@ from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 from mltrading_assets.db.engine import DAGSTER_SCHEMA
 from mltrading_assets.lib.dagster_storage import DAGSTER_URL_VARIABLE
 from mltrading_assets.lib.dead_runs import process_tags
+from mltrading_assets.names import BROKER_VARIABLE
 
 # dagster-celery registers its step task again for every step it sends (same name, same
 # body): a warning per step in the run's terminal, telling a user nothing.
 warnings.filterwarnings("ignore", category=DuplicateTaskNameWarning)
 
-BROKER_VARIABLE = "MLTRADING_CELERY_BROKER"
 BACKEND_VARIABLE = "MLTRADING_CELERY_BACKEND"
 DATABASE_URL_VARIABLE = "MLTRADING_DATABASE_URL"
 # What goes to the worker hosts: each step (dagster-celery's executor, the default), or each

@@ -3,7 +3,6 @@ run's steps go through the multiprocess executor, exactly as in production, and 
 in ranged runs of a few hundred."""
 
 import contextlib
-import multiprocessing
 import os
 import signal
 import sys
@@ -28,6 +27,8 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from mltrading_assets.lib.dead_runs import Reaped, process_tags, reap_dead_runs
 from mltrading_assets.lib.partitions import symbol_partitions
 from mltrading_assets.lib.ranged_runs import contiguous_ranges, range_tags
+from mltrading_assets.lib.run_processes import DEFINITIONS_MODULE
+from mltrading_assets.lib.run_processes import context as run_process_context
 from mltrading_assets.names import CHAMPION_MODEL_ASSET
 from mltrading_assets.paths import PROJECT_ROOT
 
@@ -35,7 +36,6 @@ from mltrading_assets.paths import PROJECT_ROOT
 # the name of its Definitions. Named, not imported: this layer sits below the definitions,
 # and Dagster loads them by name in every process a run starts anyway.
 CODE_LOCATION = "mltrading_assets"
-DEFINITIONS_MODULE = "mltrading_assets.definitions"
 DEFINITIONS_ATTRIBUTE = "defs"
 
 # What `materialize` and `refresh` can run over symbols, by the name a caller uses.
@@ -209,9 +209,10 @@ def _in_children(
 ) -> list:
     """``function(first, last, *args)`` for each range, ``runs_at_once`` ranges at a time,
     each in a process of its own (``execute_job`` is not thread-safe)."""
-    context = multiprocessing.get_context("spawn")
     with (
-        ProcessPoolExecutor(min(runs_at_once, len(ranges)), mp_context=context) as pool,
+        ProcessPoolExecutor(
+            min(runs_at_once, len(ranges)), mp_context=run_process_context()
+        ) as pool,
         _interrupt_children_on(RunInterrupted),
     ):
         return list(
@@ -256,7 +257,7 @@ def refresh(
                 break  # nothing left to overlap with: run it here, without a start-up
             if not overlapped:
                 child = stack.enter_context(
-                    ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                    ProcessPoolExecutor(1, mp_context=run_process_context())
                 )
             overlapped.append(
                 child.submit(_execute_in_child, first, last, "features", run_config, log_level)
@@ -272,15 +273,17 @@ def refresh(
 
 @contextlib.contextmanager
 def _interrupt_children_on(*errors: type[BaseException]):
-    """Pass an interrupt on to the features run in the second process (a SIGTERM reached
-    only this one) before waiting for it to wind down."""
+    """Pass an interrupt on to the runs in other processes (a SIGTERM reached only this one)
+    before waiting for them to wind down. They are the children of this process's
+    forkserver (Dagster's step processes are their own forkserver's)."""
     try:
         yield
     except errors:
         for child in psutil.Process().children():
-            if "multiprocessing.spawn" in " ".join(child.cmdline()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGINT)
+            if "multiprocessing.forkserver" in " ".join(child.cmdline()):
+                for run_process in child.children():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(run_process.pid, signal.SIGINT)
         raise
 
 

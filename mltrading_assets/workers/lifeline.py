@@ -49,7 +49,14 @@ def orchestrator() -> psutil.Process | None:
     if not _is_multiprocessing_child(process):
         return None
     parent = process.parent()
-    while parent is not None and "multiprocessing.forkserver" in " ".join(parent.cmdline()):
+    # Forked by the executor's forkserver (whose command line its children share): the
+    # orchestrator is the server's parent. Only that one server is passed over: the run's
+    # own process may be a forkserver's child too (a command running ranges at once).
+    if (
+        parent is not None
+        and "multiprocessing.forkserver" in " ".join(parent.cmdline())
+        and parent.cmdline() == process.cmdline()
+    ):
         parent = parent.parent()
     return parent
 
