@@ -12,6 +12,7 @@ from mltrading_assets.cli import environment as env
 from mltrading_assets.cli.alerts import alerts
 from mltrading_assets.cli.models import models
 from mltrading_assets.cli.worker import worker
+from mltrading_assets.lib import process_exit
 
 DEMO_SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA")
 
@@ -78,6 +79,7 @@ def main() -> None:
 
     Uses MLTRADING_DATABASE_URL, or an embedded PostgreSQL in .mltrading/ when it is unset.
     """
+    process_exit.skip_final_collections()
     env.quiet_dagster_warnings()
 
 
