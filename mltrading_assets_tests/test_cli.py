@@ -34,6 +34,24 @@ def test_help_lists_the_commands():
         assert command in result.output
 
 
+def test_dagsters_beta_and_preview_warnings_stay_out_of_the_terminal():
+    """Every command silences them through the module Dagster defines them in (loading all
+    of Dagster for that delayed each command's start by a second)."""
+    import warnings
+
+    import dagster as dg
+
+    from mltrading_assets.cli import environment
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        environment.quiet_dagster_warnings()
+        warnings.warn("a beta parameter", dg.BetaWarning, stacklevel=1)
+        warnings.warn("a preview API", dg.PreviewWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else"]
+
+
 def test_symbols_add_registers_partitions_and_stock_info(instance, db):
     result = invoke("symbols", "add", "aapl", "BRK-B,^GSPC")
     assert result.exit_code == 0, result.output

@@ -16,9 +16,12 @@ APPLICATION_NAME = "mltrading-cli"
 
 
 def quiet_dagster_warnings() -> None:
-    import dagster as dg
+    # Dagster's own module for them (internal in 1.13.27; dagster re-exports the same
+    # classes, pinned by test_cli): every command sets these filters, and importing all
+    # of Dagster for them cost a second before any command could start its work.
+    from dagster_shared.utils.warnings import BetaWarning, PreviewWarning
 
-    for category in (dg.BetaWarning, dg.PreviewWarning):
+    for category in (BetaWarning, PreviewWarning):
         warnings.filterwarnings("ignore", category=category)
 
 
