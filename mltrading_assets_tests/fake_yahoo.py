@@ -88,6 +88,57 @@ def _grid(end: pd.Timestamp) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["start", "open", "close", "session"]).set_index("start")
 
 
+QUOTE_PRICES = ("open", "high", "low", "close")
+
+
+@lru_cache(maxsize=4)
+def _clock_meta(now: pd.Timestamp) -> tuple[int, str, dict]:
+    """The UTC offset, zone name and current trading period at ``now``: the same for every
+    symbol, so built once per clock."""
+    local = now.tz_convert(NEW_YORK)
+    offset, zone = int(local.utcoffset().total_seconds()), local.tzname()
+    grid = _grid(now)
+    today = grid[grid["session"] == grid["session"].iloc[-1]]
+    open_, close = today["open"].iloc[0], today["close"].iloc[0]
+
+    def period(start: pd.Timestamp, end: pd.Timestamp) -> dict:
+        return {
+            "timezone": zone,
+            "start": int(start.timestamp()),
+            "end": int(end.timestamp()),
+            "gmtoffset": offset,
+        }
+
+    current = {
+        "pre": period(open_ - pd.Timedelta(hours=5.5), open_),
+        "regular": period(open_, close),
+        "post": period(close, close + pd.Timedelta(hours=4)),
+    }
+    return offset, zone, current
+
+
+@lru_cache(maxsize=64)
+def _trading_periods(now: pd.Timestamp, start: pd.Timestamp, end: pd.Timestamp) -> list:
+    """The sessions a window touches, as Yahoo lists them: the same for every symbol asked
+    about that window, so built once (the server must not be what a benchmark times)."""
+    grid = _grid(now)
+    sessions = grid[(grid["close"] > start) & (grid["open"] < min(end, now))]
+    periods = []
+    for open_, close in sessions[["open", "close"]].drop_duplicates().itertuples(index=False):
+        local = pd.Timestamp(open_).tz_convert(NEW_YORK)
+        periods.append(
+            [
+                {
+                    "timezone": local.tzname(),
+                    "start": int(open_.timestamp()),
+                    "end": int(close.timestamp()),
+                    "gmtoffset": int(local.utcoffset().total_seconds()),
+                }
+            ]
+        )
+    return periods
+
+
 class FakeYahoo:
     """Start with ``start()`` (or as a context manager); ``env()`` gives the variables that
     send yfinance's requests here."""
@@ -293,20 +344,7 @@ class FakeYahoo:
         return 200, "application/json", self._hourly(symbol, start, end)
 
     def _meta(self, symbol: str, granularity: str, price: float | None) -> dict:
-        offset = int(self.now.tz_convert(NEW_YORK).utcoffset().total_seconds())
-        zone = self.now.tz_convert(NEW_YORK).tzname()
-        grid = _grid(self.now)
-        today = grid[grid["session"] == grid["session"].iloc[-1]]
-        open_, close = today["open"].iloc[0], today["close"].iloc[0]
-
-        def period(start: pd.Timestamp, end: pd.Timestamp) -> dict:
-            return {
-                "timezone": zone,
-                "start": int(start.timestamp()),
-                "end": int(end.timestamp()),
-                "gmtoffset": offset,
-            }
-
+        offset, zone, current = _clock_meta(self.now)
         return {
             "currency": "USD",
             "symbol": symbol,
@@ -322,11 +360,7 @@ class FakeYahoo:
             "regularMarketPrice": price,
             "chartPreviousClose": price,
             "priceHint": 2,
-            "currentTradingPeriod": {
-                "pre": period(open_ - pd.Timedelta(hours=5.5), open_),
-                "regular": period(open_, close),
-                "post": period(close, close + pd.Timedelta(hours=4)),
-            },
+            "currentTradingPeriod": current,
             "dataGranularity": granularity,
             "range": "",
             "validRanges": ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "ytd", "max"],
@@ -357,37 +391,21 @@ class FakeYahoo:
 
     def _hourly(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> bytes:
         bars = self.bars(symbol)
-        window = bars[(bars.index >= start) & (bars.index < end)]
-        grid = _grid(self.now)
-        sessions = grid[(grid["close"] > start) & (grid["open"] < min(end, self.now))]
+        index = bars.index
+        first, stop = index.searchsorted(start), index.searchsorted(end)
         meta = self._meta(symbol, "1h", float(bars["close"].iloc[-1]) if len(bars) else None)
-        offset = meta["gmtoffset"]
-        meta["tradingPeriods"] = [
-            [
-                {
-                    "timezone": pd.Timestamp(open_).tz_convert(NEW_YORK).tzname(),
-                    "start": int(open_.timestamp()),
-                    "end": int(close.timestamp()),
-                    "gmtoffset": int(
-                        pd.Timestamp(open_).tz_convert(NEW_YORK).utcoffset().total_seconds()
-                    ),
-                }
-            ]
-            for open_, close in sessions[["open", "close"]]
-            .drop_duplicates()
-            .itertuples(index=False)
-        ]
-        del offset
+        meta["tradingPeriods"] = _trading_periods(self.now, start, end)
         result: dict = {"meta": meta, "indicators": {"quote": [{}]}}
-        if len(window):
-            stamps = [int(t.timestamp()) for t in window.index]
-            quote = {c: [float(v) for v in window[c]] for c in ("open", "high", "low", "close")}
-            quote["volume"] = [int(v) for v in window["volume"]]
-            if self.in_progress() and window.index[-1] == bars.index[-1] and self.now < end:
+        if stop > first:
+            window = bars.iloc[first:stop]
+            stamps = (window.index.asi8 // 10**9).tolist()
+            quote = {c: window[c].to_numpy(dtype=float).tolist() for c in QUOTE_PRICES}
+            quote["volume"] = window["volume"].to_numpy(dtype="int64").tolist()
+            if stop == len(index) and self.now < end and self.in_progress():
                 # Yahoo's live row: the last trade, stamped with its own (unaligned) time.
                 price = quote["close"][-1]
                 stamps.append(int(self.now.timestamp()))
-                for c in ("open", "high", "low", "close"):
+                for c in QUOTE_PRICES:
                     quote[c].append(price)
                 quote["volume"].append(0)
             result["timestamp"] = stamps
