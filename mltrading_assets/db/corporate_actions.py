@@ -79,9 +79,11 @@ def basis_change(
     source's prices) are a back-adjustment the source made silently. The newest stored bar
     may have been in progress: not compared.
     """
-    known = stored_split_dates(conn, symbol, source)
-    splits = actions[(actions["kind"] == "split") & ~actions["ex_date"].isin(known)]
-    if not splits.empty:
+    splits = actions[actions["kind"] == "split"] if len(actions) else actions
+    if len(splits):
+        # Only a reported split needs the stored ones: most refreshes skip the query.
+        splits = splits[~splits["ex_date"].isin(stored_split_dates(conn, symbol, source))]
+    if len(splits):
         ratio = float(np.prod(splits["value"].to_numpy()))
         events = ", ".join(
             f"{v:g}:1 on {d}" for d, v in zip(splits.ex_date, splits.value, strict=True)

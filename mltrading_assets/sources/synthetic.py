@@ -81,31 +81,36 @@ class SyntheticSource(BarSource):
         wiggle = np.abs(stream(3).normal(0, hourly_vol / 2, (n, 2))).T
         volume_noise = stream(4).lognormal(0, 0.35, n)
 
-        log_close = np.log(first_price) + np.cumsum(drift + gap)
+        # Every draw and the running sum cover the whole history; the rest only the bars
+        # asked for (a refresh asks for a few dozen of ~10,000).
+        lo, hi = np.searchsorted(starts.asi8, [start.value, end.value], side="left")
+        log_close = (np.log(first_price) + np.cumsum(drift + gap))[lo:hi]
+        drift, wiggle, slot = drift[lo:hi], wiggle[:, lo:hi], slot[lo:hi]
         close = np.exp(log_close)
         open_ = np.exp(log_close - drift)
         high = np.maximum(open_, close) * (1 + wiggle[0])
         low = np.minimum(open_, close) * (1 - wiggle[1])
-        volume = np.round(base_volume * _INTRADAY_VOLUME[slot] * volume_noise)
+        volume = np.round(base_volume * _INTRADAY_VOLUME[slot] * volume_noise[lo:hi])
         # The bar the clock is in has traded only part of its hour: partial, like Yahoo's.
         now = self.now()
         k = int(np.searchsorted(starts.asi8, now.value, side="right")) - 1
-        if k >= 0 and now < bar_ends(starts[k : k + 1], "XNYS")[0]:
+        if lo <= k < hi and now < bar_ends(starts[k : k + 1], "XNYS")[0]:
             done = (now - starts[k]) / (bar_ends(starts[k : k + 1], "XNYS")[0] - starts[k])
-            top, bottom = high[k], low[k]
-            close[k] = open_[k] + (close[k] - open_[k]) * done
-            high[k] = max(open_[k], close[k]) + (top - max(open_[k], close[k])) * done
-            low[k] = min(open_[k], close[k]) - (min(open_[k], close[k]) - bottom) * done
-            volume[k] = np.round(volume[k] * done)
-        wanted = (starts >= start) & (starts < end)
+            i = k - lo
+            top, bottom = high[i], low[i]
+            close[i] = open_[i] + (close[i] - open_[i]) * done
+            high[i] = max(open_[i], close[i]) + (top - max(open_[i], close[i])) * done
+            low[i] = min(open_[i], close[i]) - (min(open_[i], close[i]) - bottom) * done
+            volume[i] = np.round(volume[i] * done)
+        close = close.round(4)
         return pd.DataFrame(
             {
-                "open": open_[wanted].round(4),
-                "high": high[wanted].round(4),
-                "low": low[wanted].round(4),
-                "close": close[wanted].round(4),
-                "adj_close": close[wanted].round(4),
-                "volume": volume[wanted],
+                "open": open_.round(4),
+                "high": high.round(4),
+                "low": low.round(4),
+                "close": close,
+                "adj_close": close,
+                "volume": volume,
             },
-            index=starts[wanted],
+            index=starts[lo:hi],
         )

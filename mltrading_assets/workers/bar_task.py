@@ -153,7 +153,7 @@ def write(
         )
         new_actions = store_actions(conn, symbol, source.name, got.actions)
         # Asked again and still not there: a known gap, not fetched again every run.
-        still_missing = window.gaps.difference(bars.index)
+        still_missing = window.gaps.difference(bars.index) if len(window.gaps) else window.gaps
         remember_gaps(conn, symbol, source.name, still_missing)
         if len(bars) and (
             got.rebase is not None
