@@ -91,3 +91,31 @@ def test_daemon_loads_new_symbols_and_features_follow(instance, db, tmp_path):
     # ... while the run's own log keeps each symbol's materialization (a DEBUG event).
     stored = instance.all_logs(history[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
     assert sorted(e.dagster_event.partition for e in stored) == NEW
+
+
+def test_the_daemon_looks_at_backfills_every_ten_seconds():
+    """A backfill launched from the UI starts within ~10 s, not Dagster's 30. This leans on
+    two Dagster internals, pinned here: the backfill loop reads its interval from
+    ``dagster._daemon.controller`` each time it starts, and the daemon's command imports that
+    module before it opens the instance (which imports our storage module, which sets it)."""
+    import inspect
+
+    from dagster._daemon import backfill
+
+    loop = inspect.getsource(backfill.execute_backfill_iteration_loop)
+    assert "from dagster._daemon.controller import DEFAULT_DAEMON_INTERVAL_SECONDS" in loop
+    assert "DEFAULT_DAEMON_INTERVAL_SECONDS - loop_duration" in loop
+    # As `dagster-daemon run` does: its command module first, then the instance's storage.
+    interval = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import dagster._daemon.cli, mltrading_assets.lib.dagster_storage\n"
+            "from dagster._daemon import controller\n"
+            "print(controller.DEFAULT_DAEMON_INTERVAL_SECONDS)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert interval == "10"
