@@ -143,17 +143,6 @@ def _yahoo_refresh(symbols: int, latency: float) -> None:
         )
 
 
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
 @contextlib.contextmanager
 def _ui(built) -> Iterator:
     """`mltrading ui` on the control host; a GraphQL client to its webserver."""
@@ -189,28 +178,6 @@ def _control_instance(built):
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def _wait_for_backfill(engine: sa.Engine, backfill_id: str, timeout: float = 3600) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            status = conn.execute(
-                sa.text("SELECT status FROM dagster.bulk_actions WHERE key = :id"),
-                {"id": backfill_id},
-            ).scalar_one()
-            unfinished = conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM dagster.runs r JOIN dagster.run_tags t ON "
-                    "t.run_id = r.run_id AND t.key = 'dagster/backfill' AND t.value = :id "
-                    "WHERE r.status NOT IN ('SUCCESS', 'FAILURE', 'CANCELED')"
-                ),
-                {"id": backfill_id},
-            ).scalar_one()
-        if status not in ("REQUESTED", "CANCELING") and unfinished == 0:
-            return status
-        time.sleep(1)
-    raise SystemExit(f"backfill {backfill_id} not done after {timeout} s")
 
 
 def _runs_and_hosts(engine: sa.Engine, run_ids: list[str]) -> tuple[int, str]:
@@ -288,7 +255,7 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources, mode: str
     (the celery executor), runs: each run is one (CeleryRunLauncher, multiprocess inside)."""
     import dagster as dg
 
-    from bench.scheduled import _wait_for_tick
+    from bench.scheduled import _wait_for_tick, launch_backfill_of_both_assets, wait_for_backfill
     from mltrading_assets.lib.partitions import partitions_among
     from mltrading_assets.lib.schedules import tick_requests
     from mltrading_assets.names import RunTags
@@ -309,18 +276,8 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources, mode: str
         with _ui(built) as client:
             with _monitor(built) as monitor:
                 started = time.perf_counter()
-                params = {
-                    "assetSelection": [
-                        {"path": ["market_data"]},
-                        {"path": ["feature_engineered_data"]},
-                    ],
-                    "allPartitions": True,
-                }
-                launched = client._execute(LAUNCH_BACKFILL, {"params": params})  # noqa: SLF001
-                backfill_id = launched["launchPartitionBackfill"].get("backfillId")
-                if backfill_id is None:
-                    raise SystemExit(f"the backfill was not launched: {launched}")
-                _wait_for_backfill(built.engine, backfill_id)
+                backfill_id = launch_backfill_of_both_assets(client)
+                wait_for_backfill(built.engine, backfill_id)
                 wall = time.perf_counter() - started
             with built.engine.connect() as conn:
                 run_ids = list(
