@@ -47,10 +47,10 @@ os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
 # Dagster's backfill daemon looks at its backfills every 30 s (1.13: a constant it reads from
 # dagster._daemon.controller each time its loop starts). A backfill launched from the UI then
 # waited up to 30 s for its first runs and up to 30 s after its last to be marked done: a
-# 1,000-symbol backfill with nothing new took 89 s, ~40 s of it waiting. Every 10 s instead;
-# the daemon process imports that module before it opens the instance, which imports this
+# 1,000-symbol backfill with nothing new took 89 s (50 s when the daemon looks every 10 s).
+# The daemon process imports that module before it opens the instance, which imports this
 # one. Only the backfill loop reads the constant here (the asset daemon too, but no asset of
-# ours is auto-materialized). Internals: test_storage pins both facts.
+# ours is auto-materialized). Internals: test_daemon pins both facts.
 BACKFILL_INTERVAL_SECONDS = 10
 
 
