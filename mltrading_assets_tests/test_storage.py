@@ -323,7 +323,10 @@ def test_a_disposed_instance_gives_its_connections_and_its_memory_back(engine, d
     # Dagster's code server builds an instance per sensor evaluation and disposes it: each
     # kept one event-log connection open for good (the benchmark saw +2 per tick), and
     # SQLAlchemy's reflection caches kept its dialects alive (~95 KB each, up to 128 of them).
-    before, dialects_before = len(dagster_connections(engine)), _live_dialects()
+    # Collected first: an earlier test's instance that nobody disposed closes its connection
+    # when it is collected, which would make the count below drop for a reason not ours.
+    dialects_before = _live_dialects()
+    before = len(dagster_connections(engine))
     for _ in range(40):
         with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as other:
             other.get_run_records(dg.RunsFilter(run_ids=["no-such-run"]))
