@@ -255,7 +255,12 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources, mode: str
     (the celery executor), runs: each run is one (CeleryRunLauncher, multiprocess inside)."""
     import dagster as dg
 
-    from bench.scheduled import _wait_for_tick, launch_backfill_of_both_assets, wait_for_backfill
+    from bench.scheduled import (
+        _wait_for_tick,
+        backfill_runs,
+        launch_backfill_of_both_assets,
+        wait_for_backfill,
+    )
     from mltrading_assets.lib.partitions import partitions_among
     from mltrading_assets.lib.schedules import tick_requests
     from mltrading_assets.names import RunTags
@@ -279,16 +284,7 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources, mode: str
                 backfill_id = launch_backfill_of_both_assets(client)
                 wait_for_backfill(built.engine, backfill_id)
                 wall = time.perf_counter() - started
-            with built.engine.connect() as conn:
-                run_ids = list(
-                    conn.execute(
-                        sa.text(
-                            "SELECT run_id FROM dagster.run_tags WHERE key = 'dagster/backfill' "
-                            "AND value = :id"
-                        ),
-                        {"id": backfill_id},
-                    ).scalars()
-                )
+            run_ids = list(backfill_runs(built.engine, backfill_id))
             _print_daemon_line("scale_out_backfill", mode, built, symbols, wall, run_ids, monitor)
 
             as_of = clock(1)
