@@ -236,12 +236,14 @@ def scheduled_load(
                     )
                     for request in requests
                 ]
-                statuses = _wait_for_tick(instance, bar_runs, RunTags.FEATURES_AFTER)
+                tick_runs = _wait_for_tick(instance, bar_runs, RunTags.FEATURES_AFTER)
+                statuses = list(tick_runs.values())
                 wall = time.perf_counter() - started
                 cpu = _busy_cpu_s() - cpu_before
                 spent_by_role = roles.stop()
                 # The :30 quality schedule's runs, as it requests them.
                 started = time.perf_counter()
+                checks_cpu_before = _busy_cpu_s()
                 check_runs = [
                     client.submit_job_execution(
                         "quality_checks_job", run_config=resources(as_of), tags=request.tags
@@ -250,6 +252,16 @@ def scheduled_load(
                 ]
                 statuses += _wait_for_runs(instance, check_runs)
                 checks_wall = time.perf_counter() - started
+                checks_cpu = _busy_cpu_s() - checks_cpu_before
+            features_runs = [run_id for run_id in tick_runs if run_id not in bar_runs]
+            per_run = {
+                job: run_seconds(engine, run_ids)
+                for job, run_ids in (
+                    ("bars", bar_runs),
+                    ("features", features_runs),
+                    ("checks", check_runs),
+                )
+            }
             event_bytes = scalar(
                 "SELECT coalesce(sum(octet_length(event)), 0) FROM dagster.event_logs "
                 f"WHERE id > {first_event}"
@@ -275,7 +287,9 @@ def scheduled_load(
                 + "".join(
                     f"cpu_{role}_s={spent:.1f} " for role, spent in sorted(spent_by_role.items())
                 )
-                + f"checks_s={checks_wall:.2f} runs={len(statuses)} "
+                + f"checks_s={checks_wall:.2f} checks_cpu_s={checks_cpu:.1f} "
+                + "".join(f"{job}_run_s={seconds:.1f} " for job, seconds in per_run.items())
+                + f"symbols_per_run={len(symbols) / len(bar_runs):.0f} runs={len(statuses)} "
                 f"failed_runs={failed} check_evaluations={evaluations} "
                 f"symbols_without_newest_features={behind} "
                 f"peak_connections={monitor.peaks.connections} "
@@ -452,8 +466,23 @@ def table_sizes(engine: sa.Engine) -> str:
     return " ".join(f"{name}_mb={size / 2**20:.0f}" for name, size in rows if size > 2**20)
 
 
-def _wait_for_tick(instance, bar_runs: list[str], follows_tag: str, timeout: float = 1800):
-    """Wait until the bar runs and the features runs that follow them have all ended."""
+def run_seconds(engine: sa.Engine, run_ids: list[str]) -> float:
+    """The mean time from start to end of ``run_ids`` (launch and queue excluded)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT coalesce(avg(end_time - start_time), 0) FROM dagster.runs "
+                "WHERE run_id = ANY(:ids)"
+            ),
+            {"ids": list(run_ids)},
+        ).scalar_one()
+
+
+def _wait_for_tick(
+    instance, bar_runs: list[str], follows_tag: str, timeout: float = 1800
+) -> dict[str, str]:
+    """Wait until the bar runs and the features runs that follow them have all ended; the
+    status of each, by run id."""
     import dagster as dg
 
     deadline = time.monotonic() + timeout
@@ -472,6 +501,6 @@ def _wait_for_tick(instance, bar_runs: list[str], follows_tag: str, timeout: flo
             and succeeded <= followed
             and all(run.status.value in FINISHED for run in followers)
         ):
-            return [run.status.value for run in bars + followers]
+            return {run.run_id: run.status.value for run in bars + followers}
         time.sleep(1)
     raise SystemExit(f"tick not done after {timeout} s")
