@@ -448,3 +448,68 @@ def test_checks_write_their_evaluations_in_batches(instance, db):
         "B": "FAILED",
         "C": "SUCCEEDED",
     }
+
+
+def test_a_planned_check_row_holds_its_own_partition(instance, db):
+    """A run over N symbols plans each check once per symbol; Dagster 1.13.27 stored the
+    run's whole planned event (all N symbols) in each of the N rows, so launching a 1,250-
+    symbol quality run wrote 128 MB. Each row now holds the event narrowed to its own
+    symbol (lib.dagster_storage, a Dagster internal path), and reads as Dagster's would."""
+    import logging
+    import time
+
+    from dagster._core.definitions.partitions.subset.default import DefaultPartitionsSubset
+    from dagster._core.events import AssetCheckEvaluationPlanned, DagsterEvent, DagsterEventType
+    from dagster._core.events.log import EventLogEntry
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+    from dagster._core.utils import make_new_run_id
+
+    symbols = [f"S{i:04d}" for i in range(300)]
+    key = dg.AssetCheckKey(dg.AssetKey("market_data"), "ohlc_sane")
+    run_id, step = make_new_run_id(), "market_data_ohlc_sane"
+    planned = DagsterEvent(
+        event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+        job_name="quality_checks_job",
+        message="quality_checks_job intends to execute asset check ohlc_sane",
+        event_specific_data=AssetCheckEvaluationPlanned(
+            asset_key=key.asset_key,
+            check_name=key.name,
+            partitions_subset=DefaultPartitionsSubset(set(symbols)),
+        ),
+        step_key=step,
+    )
+    instance.event_log_storage.store_event(
+        EventLogEntry(
+            error_info=None,
+            level=logging.DEBUG,
+            user_message="",
+            run_id=run_id,
+            timestamp=time.time(),
+            step_key=step,
+            job_name="quality_checks_job",
+            dagster_event=planned,
+        )
+    )
+    with db.connect() as conn:
+        rows, largest = conn.exec_driver_sql(
+            "SELECT count(*), max(octet_length(evaluation_event)) "
+            "FROM dagster.asset_check_executions WHERE run_id = %(run)s",
+            {"run": run_id},
+        ).one()
+    # The whole event of 300 symbols is ~4 KB; one symbol's ~1 KB.
+    assert rows == len(symbols) and largest < 1500
+    records = [
+        r
+        for r in instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=len(symbols) + 10
+        )
+        if r.run_id == run_id
+    ]
+    assert sorted(r.partition for r in records) == symbols
+    for record in records:
+        assert record.status == AssetCheckExecutionRecordStatus.PLANNED
+        assert record.event.step_key == step
+        own = record.event.get_dagster_event().asset_check_planned_data.partitions_subset
+        assert list(own.get_partition_keys()) == [record.partition]
