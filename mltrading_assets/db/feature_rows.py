@@ -107,16 +107,21 @@ def write_features(
 ) -> UpsertCounts:
     """Upsert feature rows (NaN/inf stored as NULL) for the bars of ``features.index``."""
     index = features.index
-    # Whole blocks, not column by column: pandas' per-column access cost ~3 ms a symbol.
-    bar_values = bars.loc[index, FEATURE_BAR_COLUMNS].to_numpy(dtype=np.float64)
+    # By position, one column at a time: in pandas 3 a label lookup of rows and columns
+    # (``.loc``, ``reindex``) cost several times the arithmetic it fed.
+    rows = bars.index.get_indexer(index)
+    if (rows < 0).any():
+        raise ValueError(f"{symbol}: features for bars not given, e.g. {index[rows < 0][0]}")
+    values = {name: bars[name].to_numpy(dtype=np.float64)[rows] for name in FEATURE_BAR_COLUMNS}
+    matrix = features.to_numpy(dtype=np.float64)
+    if np.isinf(matrix).any():
+        matrix = np.where(np.isinf(matrix), np.nan, matrix)
     # Columns of the other feature set are NULL.
-    # A copy: with every column present, pandas 3 hands back a read-only view.
-    feature_values = features.reindex(columns=ALL_FEATURE_COLUMNS).to_numpy(
-        dtype=np.float64, copy=True
-    )
-    feature_values[np.isinf(feature_values)] = np.nan
-    values = dict(zip(FEATURE_BAR_COLUMNS, bar_values.T, strict=True))
-    values.update(zip(ALL_FEATURE_COLUMNS, feature_values.T, strict=True))
+    absent = np.full(len(index), np.nan)
+    for name, column in zip(
+        ALL_FEATURE_COLUMNS, features.columns.get_indexer(ALL_FEATURE_COLUMNS), strict=True
+    ):
+        values[name] = matrix[:, column] if column >= 0 else absent
     # Rows past the first dirty bar are rewritten even when equal: that marks them current.
     return copy_upsert(
         conn,

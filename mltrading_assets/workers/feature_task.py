@@ -64,7 +64,8 @@ def _compute(worker: Worker, symbol: str) -> dict[str, Any]:
                 bars = read_bars(conn, symbol, source_name)
                 carry = None
         computed = compute_features(bars, feature_set=feature_set, carry=carry)
-        features = computed.loc[computed.index >= dirty]
+        # Sorted by bar start: a slice, not a boolean row mask (pandas 3: ~0.3 ms).
+        features = computed.iloc[computed.index.searchsorted(dirty) :]
         counts = write_features(
             conn, symbol, source_name, bars, features, feature_set, FEATURE_VERSION
         )
