@@ -104,7 +104,8 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
     (an INSERT, a NOTIFY and an asset-key UPDATE, each committed: ~3.5 ms), which was 7 s of
     every 1,000-symbol refresh. Here they are one multi-row INSERT and one asset-key update
     per asset (from its last event, as dagster-postgres does for materializations); planned
-    events carry no tags to index.
+    events carry no tags to index. A run's planned check executions keep one symbol each
+    (``_store_asset_check_evaluation_planned``).
     """
 
     def optimize_for_webserver(
@@ -180,8 +181,8 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
         listed in it, in each partition's row: ~10 bytes per partition per row, so a run's
         rows grow with the square of its size, and so does the CPU spent serializing them
         where the run is created (webserver, daemon, CLI). Creating a 1,250-symbol quality
-        run wrote 128 MB of events in 11-12 s (the benchmark's launch through the webserver
-        timed out at 30 s); narrowed, 9 MB in 1.4-1.6 s. The event log keeps the whole
+        run wrote 128 MB of events in 11-12 s (a launch through the webserver once outlasted
+        the GraphQL client's 30 s); narrowed, 9 MB in 1.4-1.6 s. The event log keeps the whole
         event; a row's event is read only for its run and step. Mirrors
         ``SqlEventLogStorage._store_asset_check_evaluation_planned`` otherwise;
         test_a_planned_check_row_holds_its_own_partition pins it."""
