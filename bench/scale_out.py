@@ -253,7 +253,6 @@ def _runs_mode_settings(folder: Path) -> dict[str, str]:
 def _daemon_path(symbols: int, clock: Callable[[int], str], resources, mode: str) -> None:
     """A backfill and a tick through the daemon; ``mode`` steps: each step is a Celery task
     (the celery executor), runs: each run is one (CeleryRunLauncher, multiprocess inside)."""
-    import dagster as dg
 
     from bench.scheduled import (
         _wait_for_tick,
@@ -299,17 +298,10 @@ def _daemon_path(symbols: int, clock: Callable[[int], str], resources, mode: str
                     )
                     for request in requests
                 ]
-                _wait_for_tick(instance, bar_runs, RunTags.FEATURES_AFTER)
+                tick_runs = _wait_for_tick(instance, bar_runs, RunTags.FEATURES_AFTER)
                 wall = time.perf_counter() - started
-            followers = [
-                run.run_id
-                for run_id in bar_runs
-                for run in instance.get_runs(
-                    filters=dg.RunsFilter(tags={RunTags.FEATURES_AFTER: run_id})
-                )
-            ]
             _print_daemon_line(
-                "scale_out_tick", mode, built, symbols, wall, bar_runs + followers, monitor
+                "scale_out_tick", mode, built, symbols, wall, list(tick_runs), monitor
             )
         instance.dispose()
 
