@@ -186,12 +186,12 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
         event; a row's event is read only for its run and step. Mirrors
         ``SqlEventLogStorage._store_asset_check_evaluation_planned`` otherwise;
         test_a_planned_check_row_holds_its_own_partition pins it."""
-        planned = event.get_dagster_event().asset_check_planned_data
+        dagster_event = event.get_dagster_event()
+        planned = dagster_event.asset_check_planned_data
         subset = planned.partitions_subset
         if subset is None:
             super()._store_asset_check_evaluation_planned(event, event_id)
             return
-        dagster_event = event.get_dagster_event()
         timestamp = self._event_insert_timestamp(event)
 
         def own(partition: str) -> str:
