@@ -449,6 +449,33 @@ def test_checks_write_their_evaluations_in_batches(instance, db):
         "C": "SUCCEEDED",
     }
 
+    # The run's summary evaluation has no partition, and ends the run's planned execution
+    # without one (equality, which the partitioned ones are matched by, never matches NULL).
+    from dagster_shared.record import copy
+
+    passed = entries[0]  # A's: the summary was FAILED (B failed)
+    dagster_event = passed.dagster_event
+    summary = passed._replace(
+        dagster_event=dagster_event._replace(
+            event_specific_data=copy(dagster_event.asset_check_evaluation_data, partition=None)
+        )
+    )
+    unpartitioned = "run_id = %(run)s AND check_name = 'bars_on_grid' AND partition IS NULL"
+    with db.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE dagster.asset_check_executions SET execution_status = 'PLANNED', "
+            "evaluation_event = NULL, evaluation_event_storage_id = NULL WHERE " + unpartitioned,
+            {"run": run.run_id},
+        )
+    storage.store_event_batch([summary])
+    with db.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT execution_status, evaluation_event_storage_id IS NOT NULL "
+            "FROM dagster.asset_check_executions WHERE " + unpartitioned,
+            {"run": run.run_id},
+        ).all()
+    assert rows == [("SUCCEEDED", True)]
+
 
 def test_a_planned_check_row_holds_its_own_partition(instance, db):
     """A run over N symbols plans each check once per symbol; Dagster 1.13.27 stored the

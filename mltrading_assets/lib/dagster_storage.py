@@ -222,45 +222,68 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
     def _store_check_evaluations(self, events: Sequence[EventLogEntry]) -> None:
         """A batch of a run's check evaluations (one per symbol partition) in three
         statements: the events in one INSERT, the executions their run planned updated in
-        one UPDATE … FROM VALUES, and an execution nobody planned inserted. Dagster 1.13.27
+        one UPDATE from arrays, and an execution nobody planned inserted. Dagster 1.13.27
         writes each evaluation alone (INSERT, NOTIFY, UPDATE, each committed, ~5 ms): 80,000
         an hour at 10,000 symbols. Mirrors ``SqlEventLogStorage._update_asset_check_evaluation``
         row for row; test_checks_write_their_evaluations_in_batches pins it."""
+        # As prepare_insert_event_batch, keeping each serialized event for its execution row.
+        event_rows = [self._event_to_row(event) for event in events]
         with self._connect() as conn:
             result = conn.execute(
-                self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
+                SqlEventLogStorageTable.insert()
+                .values(event_rows)
+                .returning(SqlEventLogStorageTable.c.id)
             )
             event_ids = [int(row[0]) for row in result.fetchall()]
         rows = [
-            _execution_row(event, event_id)
-            for event, event_id in zip(events, event_ids, strict=True)
+            _execution_row(event, event_row["event"], event_id)
+            for event, event_row, event_id in zip(events, event_rows, event_ids, strict=True)
         ]
-        table = AssetCheckExecutionsTable
-        values = sa.values(
-            *(sa.column(name, table.c[name].type) for name in _EXECUTION_COLUMNS), name="v"
-        ).data([tuple(row[name] for name in _EXECUTION_COLUMNS) for row in rows])
+        done: set[int] = set()
         with self.index_transaction() as conn:
-            updated = conn.execute(
-                table.update()
-                .where(
-                    table.c.asset_key == values.c.asset_key,
-                    table.c.check_name == values.c.check_name,
-                    table.c.run_id == values.c.run_id,
-                    table.c.partition.is_not_distinct_from(values.c.partition),
-                )
-                # Cast: a column of NULLs in VALUES is text to PostgreSQL.
-                .values(
-                    {
-                        name: sa.cast(values.c[name], table.c[name].type)
-                        for name in _EXECUTION_COLUMNS[4:]
-                    }
-                )
-                .returning(table.c.evaluation_event_storage_id)
-            )
-            done = {row[0] for row in updated}
+            for partitioned in (True, False):
+                group = [row for row in rows if (row["partition"] is not None) == partitioned]
+                if group:
+                    done |= _update_planned_executions(conn, group, partitioned)
             missing = [row for row in rows if row["evaluation_event_storage_id"] not in done]
             if missing:
-                conn.execute(table.insert(), missing)
+                conn.execute(AssetCheckExecutionsTable.insert(), missing)
+
+
+def _update_planned_executions(conn, rows: list[dict], partitioned: bool) -> set[int]:
+    """Point each planned execution of ``rows`` at its evaluation; the evaluations' storage
+    ids it updated. The partition is matched by equality, not IS NOT DISTINCT FROM: only
+    equality lets PostgreSQL find a row through the (asset, check, run, partition) index;
+    the other reads every execution of the asset's check ever recorded for each row (500
+    symbols after three runs: ~1.8 M buffer reads, 0.4 s a check; more with every run)."""
+    table = AssetCheckExecutionsTable
+    # One array a column, unnested by PostgreSQL: a VALUES list of 500 rows is ~4,500 bind
+    # parameters for SQLAlchemy to compile and PostgreSQL to parse.
+    values = (
+        sa.func.unnest(
+            *(
+                sa.cast(sa.literal([row[name] for row in rows]), sa.ARRAY(table.c[name].type))
+                for name in _EXECUTION_COLUMNS
+            )
+        )
+        .table_valued(*_EXECUTION_COLUMNS)
+        .render_derived(name="v")
+    )
+    same_partition = (
+        table.c.partition == values.c.partition if partitioned else table.c.partition.is_(None)
+    )
+    updated = conn.execute(
+        table.update()
+        .where(
+            table.c.asset_key == values.c.asset_key,
+            table.c.check_name == values.c.check_name,
+            table.c.run_id == values.c.run_id,
+            same_partition,
+        )
+        .values({name: values.c[name] for name in _EXECUTION_COLUMNS[4:]})
+        .returning(table.c.evaluation_event_storage_id)
+    )
+    return {row[0] for row in updated}
 
 
 # Every event log of this process that keeps a connection open (weakly: one that is gone
@@ -313,7 +336,7 @@ def _is_run_check_evaluation(event: EventLogEntry) -> bool:
     )
 
 
-def _execution_row(event: EventLogEntry, event_id: int) -> dict:
+def _execution_row(event: EventLogEntry, serialized: str, event_id: int) -> dict:
     evaluation = event.get_dagster_event().asset_check_evaluation_data
     target = evaluation.target_materialization_data
     return {
@@ -326,7 +349,7 @@ def _execution_row(event: EventLogEntry, event_id: int) -> dict:
             if evaluation.passed
             else AssetCheckExecutionRecordStatus.FAILED.value
         ),
-        "evaluation_event": serialize_value(event),
+        "evaluation_event": serialized,
         # UTC without a time zone, as Dagster stores it.
         "evaluation_event_timestamp": dt.datetime.fromtimestamp(event.timestamp, dt.UTC).replace(
             tzinfo=None
