@@ -19,6 +19,7 @@ class Report:
     tables: dict[str, list[str]] = field(default_factory=dict)
     dagster: dict = field(default_factory=dict)
     freshness: dict = field(default_factory=dict)
+    server: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
@@ -38,9 +39,12 @@ def check(url: str) -> Report:
             report.reachable = True
             report.tables = reports.tables_by_schema(conn)
             dagster_schema = reports.schema_exists(conn, DAGSTER_SCHEMA)
+            report.server["autovacuum"] = conn.exec_driver_sql("SHOW autovacuum").scalar_one()
     except sa.exc.OperationalError as exc:
         report.problems.append(f"database not reachable: {str(exc.orig).strip()}")
         return report
+    if report.server["autovacuum"] != "on":
+        report.warnings.append(AUTOVACUUM_OFF)
     app = set(report.tables.get(APP_SCHEMA, []))
     dagster = set(report.tables.get(DAGSTER_SCHEMA, []))
     if not dagster_schema:
@@ -64,6 +68,15 @@ def check(url: str) -> Report:
             "(check dagster.yaml and DAGSTER_HOME)"
         )
     return report
+
+
+# Without autovacuum, no table written every hour ever gets planner statistics or a vacuum.
+AUTOVACUUM_OFF = (
+    "autovacuum is off on this PostgreSQL server: the tables written every hour (bars, "
+    "features, Dagster's event log and check executions) never get fresh planner statistics, "
+    "and the UI's check-status queries take seconds instead of milliseconds; switch it on "
+    "(`autovacuum = on`), or run `VACUUM ANALYZE` after large loads"
+)
 
 
 # A daemon that has not reported for this long has stopped: schedules and sensors are idle.

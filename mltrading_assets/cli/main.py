@@ -565,6 +565,8 @@ def doctor(as_json: bool, fix: bool) -> None:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         click.echo(f"database: {report.database} ({'reachable' if report.reachable else 'DOWN'})")
+        for setting, value in report.server.items():
+            click.echo(f"server {setting}: {value}")
         for schema, tables in sorted(report.tables.items()):
             click.echo(f"schema {schema}: {len(tables)} tables: {', '.join(tables)}")
         for key, value in report.dagster.items():
