@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     server = args.database_url or start_embedded_postgres(
         PROJECT_ROOT / ".mltrading" / "bench-pgdata", database="postgres"
     )
+    print_server(server)
     if args.scenario == "table_layout":
         # Fills its own database with rows written in SQL; no Dagster involved.
         from bench.table_layout import table_layout
@@ -166,6 +167,17 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(home, ignore_errors=True)
     report(results)
     return 0
+
+
+def print_server(server: str) -> None:
+    """The server setting that changes the figures most: without autovacuum no table gets
+    planner statistics, and Dagster's check-status queries (the UI's asset and partition
+    pages) go from milliseconds to seconds."""
+    admin = sa.create_engine(server)
+    with admin.connect() as conn:
+        autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar_one()
+    admin.dispose()
+    print(f"BENCH scenario=server autovacuum={autovacuum}", flush=True)
 
 
 def start_yahoo(args: argparse.Namespace):
