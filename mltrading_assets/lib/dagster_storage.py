@@ -223,10 +223,10 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
         """A batch of a run's check evaluations (one per symbol partition) in three
         statements: the events in one INSERT, the executions their run planned updated in
         one UPDATE from arrays (a second for any evaluation without a partition), and an
-        execution nobody planned inserted. Dagster 1.13.27
-        writes each evaluation alone (INSERT, NOTIFY, UPDATE, each committed, ~5 ms): 80,000
-        an hour at 10,000 symbols. Mirrors ``SqlEventLogStorage._update_asset_check_evaluation``
-        row for row; test_checks_write_their_evaluations_in_batches pins it."""
+        execution nobody planned inserted. Dagster 1.13.27 writes each evaluation alone
+        (INSERT, NOTIFY, UPDATE, each committed, ~5 ms): 80,000 an hour at 10,000 symbols.
+        Mirrors ``SqlEventLogStorage._update_asset_check_evaluation`` row for row;
+        test_checks_write_their_evaluations_in_batches pins it."""
         # As prepare_insert_event_batch, keeping each serialized event for its execution row.
         event_rows = [self._event_to_row(event) for event in events]
         with self._connect() as conn:
