@@ -12,6 +12,7 @@ import os
 import sys
 import weakref
 from collections.abc import Sequence
+from functools import partial
 
 import sqlalchemy as sa
 from dagster import DagsterEventType, Field, StringSource
@@ -84,41 +85,61 @@ logging.getLogger().addFilter(_OneLineRetryWarnings())
 DAGSTER_URL_VARIABLE = "MLTRADING_DAGSTER_DATABASE_URL"
 
 
-def ensure_schema(url: str, schema: str) -> None:
-    # dagster-postgres fails with InvalidSchemaName if the schema does not exist yet. Looked
-    # up first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when it exists,
-    # which the least-privilege Dagster role does not have.
+# The table each dagster-postgres storage looks for before it creates its tables.
+_MAIN_TABLES = ("runs", "instance_info", "event_logs", "jobs")
+
+
+def ensure_schema(url: str, schema: str) -> bool:
+    """Create ``schema`` if it is missing; True if Dagster's tables are all in it already.
+
+    dagster-postgres fails with InvalidSchemaName if the schema does not exist yet. Looked up
+    first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when it exists, which
+    the least-privilege Dagster role does not have. The tables are looked up on the same
+    connection: each of the three storages otherwise opens its own to list the schema's
+    tables, and the code server builds an instance for every sensor evaluation."""
     with one_connection(url, begin=True, application_name="mltrading-dagster") as conn:
         exists = conn.exec_driver_sql(
             "SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s", {"schema": schema}
         ).first()
         if not exists:
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            return False
+        found = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %(schema)s"
+            " AND tablename = ANY(%(tables)s)",
+            {"schema": schema, "tables": list(_MAIN_TABLES)},
+        ).scalar_one()
+        return found == len(_MAIN_TABLES)
 
 
-class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
-    """dagster-postgres' event log, writing a batch of planned events in one INSERT.
+class _KeptConnection:
+    """A storage that keeps one connection open, pinged before each use, and remembers what
+    it learned about the schema.
 
-    A run over N symbol partitions logs N ``ASSET_MATERIALIZATION_PLANNED`` events before it
-    starts. dagster-postgres batches materializations but writes planned events one by one
-    (an INSERT, a NOTIFY and an asset-key UPDATE, each committed: ~3.5 ms), which was 7 s of
-    every 1,000-symbol refresh. Here they are one multi-row INSERT and one asset-key update
-    per asset (from its last event, as dagster-postgres does for materializations); planned
-    events carry no tags to index. A run's planned check executions keep one symbol each
-    (``_store_asset_check_evaluation_planned``).
-    """
+    dagster-postgres opens a new connection for every statement outside the webserver (its
+    engines hold none, "to prevent accumulating connections per DagsterInstance"): ~7 ms of
+    PostgreSQL's CPU and ~6 ms of waiting each here. The daemon alone opened ~28 a second,
+    busy or idle, and a 1,000-symbol tick ~2,600; most of those statements asked the catalog
+    whether a table or column exists (Dagster checks before each run query whether its runs
+    table has the columns of a migration, and before each sensor's state whether the
+    instigators table exists). Kept open, as the webserver keeps Dagster's (its
+    ``optimize_for_webserver``, plus ``pool_pre_ping``), and with what exists remembered once
+    it exists (tables and columns are only ever added), each costs one round trip. (The event
+    log was the first kept open: a run logs an event per symbol.)
+
+    Without the ping, the first write after a server restart fails on the dead connection
+    ("server closed the connection unexpectedly") and fails the run; with it the connection
+    is replaced, and dagster-postgres' connect retries (~6 s of backoff) ride out a short
+    restart. Dagster internals (1.13.27): test_storage pins the round trips and test_faults
+    the restart."""
+
+    postgres_url: str
+    _engine: sa.Engine
+    _token_provider: object
 
     def optimize_for_webserver(
         self, statement_timeout: int, pool_recycle: int, max_overflow: int
     ) -> None:
-        """dagster-postgres' kept-open connection, pinged before each use.
-
-        Without the ping, the first write after a server restart fails on the dead
-        connection ("server closed the connection unexpectedly") and fails the run; with it
-        the connection is replaced, and dagster-postgres' connect retries (~6 s of backoff)
-        ride out a short restart. Mirrors ``PostgresEventLogStorage.optimize_for_webserver``
-        (1.13.27) plus ``pool_pre_ping``; test_faults pins the behaviour.
-        """
         kwargs: dict = {
             "isolation_level": "AUTOCOMMIT",
             "pool_size": 1,
@@ -139,17 +160,101 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
         )
 
     def dispose(self) -> None:
-        super().dispose()
+        super().dispose()  # type: ignore[misc]
         # dagster-postgres expects its engines to hold no connection and never disposes
-        # them, but the kept-open one above does. DagsterInstance.dispose reaches this
-        # storage directly (not SchemaScopedPostgresStorage), so it is closed here: the code
-        # server builds an instance per sensor evaluation and leaked one connection each.
+        # them, but the kept-open one does. DagsterInstance.dispose reaches each storage
+        # directly (not SchemaScopedPostgresStorage), so it is closed here: the code server
+        # builds an instance per sensor evaluation and leaked one connection each.
         self._engine.dispose()
         _forget_dialects()
 
     def close_kept_connection(self) -> None:
-        """Close the kept-open connection; the next write opens another."""
+        """Close the kept-open connection; the next statement opens another."""
         self._engine.dispose()
+
+    def _once_true(self, fact: str, probe) -> bool:
+        """``probe()``, asked until it is true, then remembered."""
+        known: set[str] = self.__dict__.setdefault("_known_facts", set())
+        if fact in known:
+            return True
+        if probe():
+            known.add(fact)
+            return True
+        return False
+
+
+class KeptConnectionPostgresRunStorage(_KeptConnection, PostgresRunStorage):
+    """dagster-postgres' run storage with a kept-open connection (see ``_KeptConnection``)."""
+
+    # DagsterInstance.dispose (1.13.27) disposes the run and event-log storages but not the
+    # schedule storage, whose kept connection would then stay open: the run storage closes it.
+    schedule_storage: "KeptConnectionPostgresScheduleStorage | None" = None
+
+    def dispose(self) -> None:
+        super().dispose()
+        if self.schedule_storage is not None:
+            self.schedule_storage.dispose()
+
+    def has_run_stats_index_cols(self) -> bool:
+        return self._once_true("run_stats", super().has_run_stats_index_cols)
+
+    def has_bulk_actions_selector_cols(self) -> bool:
+        return self._once_true("bulk_selector", super().has_bulk_actions_selector_cols)
+
+    def has_backfill_id_column(self) -> bool:
+        return self._once_true("backfill_id", super().has_backfill_id_column)
+
+    def has_bulk_action_job_name_column(self) -> bool:
+        return self._once_true("bulk_job_name", super().has_bulk_action_job_name_column)
+
+    def has_backfill_tags_table(self) -> bool:
+        return self._once_true("backfill_tags", super().has_backfill_tags_table)
+
+
+class KeptConnectionPostgresScheduleStorage(_KeptConnection, PostgresScheduleStorage):
+    """dagster-postgres' schedule storage with a kept-open connection (see
+    ``_KeptConnection``): the sensor daemon reads each sensor's state every loop."""
+
+    def _has_instigators_table(self, conn) -> bool:
+        return self._once_true("instigators", partial(super()._has_instigators_table, conn))
+
+    def _has_asset_daemon_asset_evaluations_table(self, conn) -> bool:
+        return self._once_true(
+            "asset_evaluations",
+            partial(super()._has_asset_daemon_asset_evaluations_table, conn),
+        )
+
+    def has_secondary_index_table(self) -> bool:
+        return self._once_true("secondary_indexes", super().has_secondary_index_table)
+
+    def has_built_index(self, migration_name: str) -> bool:
+        return self._once_true(
+            f"index {migration_name}", partial(super().has_built_index, migration_name)
+        )
+
+
+class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
+    """dagster-postgres' event log, writing a batch of planned events in one INSERT.
+
+    A run over N symbol partitions logs N ``ASSET_MATERIALIZATION_PLANNED`` events before it
+    starts. dagster-postgres batches materializations but writes planned events one by one
+    (an INSERT, a NOTIFY and an asset-key UPDATE, each committed: ~3.5 ms), which was 7 s of
+    every 1,000-symbol refresh. Here they are one multi-row INSERT and one asset-key update
+    per asset (from its last event, as dagster-postgres does for materializations); planned
+    events carry no tags to index. A run's planned check executions keep one symbol each
+    (``_store_asset_check_evaluation_planned``).
+    """
+
+    def has_table(self, table_name: str) -> bool:
+        # Asked before many reads and writes (whether a migration's table exists).
+        return self._once_true(f"table {table_name}", partial(super().has_table, table_name))
+
+    def _has_asset_key_col_on_connection(self, conn, column_name: str) -> bool:
+        # Asked before each read of asset records and of the status cache (the UI's pages).
+        return self._once_true(
+            f"asset_keys.{column_name}",
+            partial(super()._has_asset_key_col_on_connection, conn, column_name),
+        )
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         if events and all(_is_run_check_evaluation(event) for event in events):
@@ -287,9 +392,9 @@ def _update_planned_executions(conn, rows: list[dict], partitioned: bool) -> set
     return {row[0] for row in updated}
 
 
-# Every event log of this process that keeps a connection open (weakly: one that is gone
+# Every storage of this process that keeps a connection open (weakly: one that is gone
 # closed its own).
-_KEEPING_A_CONNECTION: "weakref.WeakSet[BatchingPostgresEventLogStorage]" = weakref.WeakSet()
+_KEEPING_A_CONNECTION: "weakref.WeakSet[_KeptConnection]" = weakref.WeakSet()
 
 
 def _forget_dialects() -> None:
@@ -362,7 +467,7 @@ def _execution_row(event: EventLogEntry, serialized: str, event_id: int) -> dict
 
 class SchemaScopedPostgresStorage(DagsterPostgresStorage):
     """``DagsterPostgresStorage`` whose tables live in ``schema`` (default ``dagster``), with
-    the batching event log above."""
+    the batching event log above, and each storage keeping one connection open."""
 
     def __init__(
         self,
@@ -370,15 +475,18 @@ class SchemaScopedPostgresStorage(DagsterPostgresStorage):
         should_autocreate_tables: bool = True,
         inst_data: ConfigurableClassData | None = None,
     ) -> None:
-        # DagsterPostgresStorage.__init__, with our event log class in place of its own.
+        # DagsterPostgresStorage.__init__, with our storage classes in place of its own.
         self.postgres_url = postgres_url
         self.should_autocreate_tables = should_autocreate_tables
         self._inst_data = inst_data
-        self._run_storage = PostgresRunStorage(postgres_url, should_autocreate_tables)
+        self._run_storage = KeptConnectionPostgresRunStorage(postgres_url, should_autocreate_tables)
         self._event_log_storage = BatchingPostgresEventLogStorage(
             postgres_url, should_autocreate_tables
         )
-        self._schedule_storage = PostgresScheduleStorage(postgres_url, should_autocreate_tables)
+        self._schedule_storage = KeptConnectionPostgresScheduleStorage(
+            postgres_url, should_autocreate_tables
+        )
+        self._run_storage.schedule_storage = self._schedule_storage
         super(DagsterPostgresStorage, self).__init__()
 
     @classmethod
@@ -394,16 +502,18 @@ class SchemaScopedPostgresStorage(DagsterPostgresStorage):
     ) -> "SchemaScopedPostgresStorage":
         schema = config_value.get("schema", DAGSTER_SCHEMA)
         base_url = os.environ.get(DAGSTER_URL_VARIABLE) or pg_url_from_config(config_value)
-        ensure_schema(base_url, schema)
+        tables_exist = ensure_schema(base_url, schema)
         storage = cls(
             inst_data=inst_data,
             postgres_url=dagster_storage_url(base_url, schema),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            # Each storage would list the schema's tables again, on a connection of its own.
+            should_autocreate_tables=(
+                config_value.get("should_autocreate_tables", True) and not tables_exist
+            ),
         )
-        # dagster-postgres opens a new connection for every event it writes (~17 ms each
-        # here); a run logs one materialization per symbol, so 1,000 symbols paid ~17 s.
-        # One kept-open connection per process (what the webserver does) costs ~4 ms.
-        storage.event_log_storage.optimize_for_webserver(
-            statement_timeout=0, pool_recycle=3600, max_overflow=1
-        )
+        # One kept-open connection per storage and process, as the webserver keeps them. A
+        # statement beside the kept connection (another thread of the daemon, say) opens one
+        # more for its duration rather than wait for it.
+        for kept in (storage.run_storage, storage.event_log_storage, storage.schedule_storage):
+            kept.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)
         return storage
