@@ -103,13 +103,19 @@ def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
     for check in (*MARKET_DATA_CHECKS, "feature_ranges", "rows_match_bars"):
         assert results[(check, "GOOD")] is True, check
         assert results[(check, "BAD")] is False, check
-    # ...the hourly checks those of the last 30 days (the bad bar and the lost session are
-    # older).
-    [check_run] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
+    # ...the hourly checks those of their window (the bad bar and the lost session are
+    # older). 32 days: the window opens on a Thursday afternoon, inside a session.
+    window = config_at(MONDAY_NOON, check_window_days=32)
+    [check_run] = materialize(instance, "checks", loaded, run_config=window)
     results = evaluations(instance, check_run.run_id)
     assert results[("fresh_during_market_hours", "BAD")] is False
     assert results[("ohlc_sane", "BAD")] is True
     assert results[("no_session_gaps", "BAD")] is True
+    # The window's grid checks see only the window's sessions: its first day's bars are
+    # still on the grid, the bar a minute off still is not.
+    assert results[("bars_on_grid", "GOOD")] is True
+    assert results[("no_missing_bars", "GOOD")] is True
+    assert results[("bars_on_grid", "BAD")] is False
 
 
 def test_freshness_is_a_warning_and_passes_while_the_market_is_closed(instance, loaded):
