@@ -160,7 +160,7 @@ class _KeptConnection:
         )
 
     def dispose(self) -> None:
-        super().dispose()  # type: ignore[misc]
+        super().dispose()
         # dagster-postgres expects its engines to hold no connection and never disposes
         # them, but the kept-open one does. DagsterInstance.dispose reaches each storage
         # directly (not SchemaScopedPostgresStorage), so it is closed here: the code server
