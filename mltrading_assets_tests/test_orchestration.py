@@ -241,10 +241,10 @@ def test_connections_stay_bounded_while_200_symbols_are_processed(instance, univ
         stop.set()
         sampler.join()
     assert run.success
-    # At most the worker count + 3 connections. Counted here: the workers, the step's and Dagster's
-    # short-lived storage sessions; the orchestrator reuses this process's instance, whose
-    # kept-open connection may predate the run, hence + 2 for what the run opened.
-    assert peak <= 2 + 2, f"peak {peak} connections"
+    # At most the worker count + 3 connections: the workers, and the step's Dagster storages
+    # (its event log and its run storage each keep one; the orchestrator reuses this
+    # process's instance, whose kept connections may predate the run).
+    assert peak <= 2 + 3, f"peak {peak} connections"
 
 
 def test_universe_sensor_adopts_ui_partitions_and_removes_invalid_ones(instance, db, database_url):

@@ -332,7 +332,9 @@ def test_a_disposed_instance_gives_its_connections_and_its_memory_back(engine, d
             other.get_run_records(dg.RunsFilter(run_ids=["no-such-run"]))
             other.event_log_storage.get_asset_records()
             other.all_instigator_state()
-    assert len(dagster_connections(engine)) == before
+    # A leak is one or more per instance (40 or more); another thread of this process may
+    # have opened one meanwhile.
+    assert len(dagster_connections(engine)) <= before + 2
     assert _live_dialects() - dialects_before < 10
 
 
