@@ -3,6 +3,7 @@ and incremental features, through the same per-symbol functions the workers run.
 
 import gc
 import os
+import threading
 
 import dagster as dg
 import numpy as np
@@ -323,18 +324,28 @@ def test_a_disposed_instance_gives_its_connections_and_its_memory_back(engine, d
     # Dagster's code server builds an instance per sensor evaluation and disposes it: each
     # kept one event-log connection open for good (the benchmark saw +2 per tick), and
     # SQLAlchemy's reflection caches kept its dialects alive (~95 KB each, up to 128 of them).
-    # Collected first: an earlier test's instance that nobody disposed closes its connection
-    # when it is collected, which would make the count below drop for a reason not ours.
+    # Followed by backend pid, connection by connection: a count of this process's
+    # connections also moves when an earlier test's instance is collected, or when another
+    # thread's storage opens one meanwhile.
     dialects_before = _live_dialects()
-    before = len(dagster_connections(engine))
-    for _ in range(40):
-        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as other:
-            other.get_run_records(dg.RunsFilter(run_ids=["no-such-run"]))
-            other.event_log_storage.get_asset_records()
-            other.all_instigator_state()
-    # A leak is one or more per instance (40 or more); another thread of this process may
-    # have opened one meanwhile.
-    assert len(dagster_connections(engine)) <= before + 2
+    opened: list[int] = []
+    here = threading.get_ident()
+
+    def connected(dbapi_connection, _record) -> None:
+        if threading.get_ident() == here:
+            opened.append(dbapi_connection.info.backend_pid)
+
+    sa.event.listen(sa.engine.Engine, "connect", connected)
+    try:
+        for _ in range(40):
+            with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as other:
+                other.get_run_records(dg.RunsFilter(run_ids=["no-such-run"]))
+                other.event_log_storage.get_asset_records()
+                other.all_instigator_state()
+    finally:
+        sa.event.remove(sa.engine.Engine, "connect", connected)
+    assert len(opened) >= 40  # each instance connected at least once
+    assert set(opened).isdisjoint(dagster_connections(engine))
     assert _live_dialects() - dialects_before < 10
 
 
