@@ -10,7 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationPlanned,
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.definitions.partitions.context import partition_loading_context
+from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.instance.ref import InstanceRef  # what the code server builds from
+from dagster._core.instance.types import CachingDynamicPartitionsLoader
+from dagster._core.storage.event_log.base import EventLogRecord, EventLogStorage
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from mltrading_assets.db.bars import read_bars, write_bars
@@ -355,12 +363,14 @@ class _Traffic:
     def __init__(self) -> None:
         self.connections = 0
         self.catalog = 0
+        self.partition_reads = 0
 
     def _connected(self, *_) -> None:
         self.connections += 1
 
     def _statement(self, _conn, _cursor, statement: str, *_) -> None:
         self.catalog += "pg_catalog" in statement or "pg_tables" in statement
+        self.partition_reads += "FROM dynamic_partitions" in statement
 
     def __enter__(self) -> "_Traffic":
         sa.event.listen(sa.engine.Engine, "connect", self._connected)
@@ -608,3 +618,78 @@ def test_a_planned_check_row_holds_its_own_partition(instance, db):
         assert record.event.step_key == step
         own = record.event.get_dagster_event().asset_check_planned_data.partitions_subset
         assert list(own.get_partition_keys()) == [record.partition]
+
+
+def test_check_status_of_symbols_is_dagsters_without_a_query_per_symbol(session_instance):
+    # Every page that shows a check's status per partition (the asset, its partitions, a
+    # run) recomputes it. Dagster 1.13.27 asked the database for each partition whether it
+    # is still one and copied a growing set for each: most of the webserver's CPU on a run's
+    # page at 10,000 symbols. lib/dagster_storage.py computes it with sets; the statuses must
+    # be Dagster's own, partition for partition.
+    symbols = dg.DynamicPartitionsDefinition(name="check_status_symbols")
+    asset = dg.AssetKey("check_status_asset")
+    key = dg.AssetCheckKey(asset, "sane")
+    keys = [f"S{i:02d}" for i in range(30)]
+    instance = session_instance
+    instance.add_dynamic_partitions(symbols.name, keys)
+
+    def materialize(symbol: str) -> EventLogRecord:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=symbol))
+        filter = dg.AssetRecordsFilter(asset, asset_partitions=[symbol])
+        return instance.fetch_materializations(filter, limit=1).records[0]
+
+    for symbol in keys:
+        target = materialize(symbol)
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=asset,
+                check_name="sane",
+                passed=symbol != "S07",
+                partition=symbol,
+                target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=target.storage_id, run_id=target.run_id, timestamp=target.timestamp
+                ),
+            )
+        )
+    materialize("S20")  # new bars since its check: no status
+    instance.delete_dynamic_partition(symbols.name, "S03")  # a symbol removed
+    for status, planned in ((dg.DagsterRunStatus.FAILURE, ["S10", "S11"]), (None, ["S12"])):
+        run = instance.add_run(dg.DagsterRun(job_name="check_status_job", status=status))
+        subset = symbols.empty_subset().with_partition_keys(planned)
+        instance.report_dagster_event(
+            DagsterEvent(
+                DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+                job_name=run.job_name,
+                event_specific_data=AssetCheckEvaluationPlanned(
+                    asset_key=asset, check_name="sane", partitions_subset=subset
+                ),
+            ),
+            run_id=run.run_id,
+        )
+
+    def statuses(state) -> dict:
+        return {
+            status.value: sorted(subset.subset_value.get_partition_keys())
+            for status, subset in state.subsets.items()
+        } | {"runs": sorted(len(s.subset_value) for s in state.in_progress_runs.values())}
+
+    storage = instance.event_log_storage
+    # As the webserver calls it: partitions looked up through a per-request loader.
+    loader = CachingDynamicPartitionsLoader(instance)
+    with _Traffic() as reading, partition_loading_context(dynamic_partitions_store=loader):
+        [ours] = storage.get_asset_check_state([(key, symbols)]).values()
+    with partition_loading_context(
+        dynamic_partitions_store=CachingDynamicPartitionsLoader(instance)
+    ):
+        [dagsters] = EventLogStorage.get_asset_check_state(storage, [(key, symbols)]).values()
+    assert statuses(ours) == statuses(dagsters)
+    assert ours.latest_storage_id == dagsters.latest_storage_id
+    assert statuses(ours) == {
+        "SUCCEEDED": sorted(set(keys) - {"S03", "S07", "S10", "S11", "S12", "S20"}),
+        "FAILED": ["S07"],
+        "IN_PROGRESS": ["S12"],
+        "EXECUTION_FAILED": ["S10", "S11"],
+        "SKIPPED": [],
+        "runs": [1],
+    }
+    assert reading.partition_reads == 1
