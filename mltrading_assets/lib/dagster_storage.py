@@ -279,9 +279,10 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
         Dagster 1.13.27 (``bulk_update_asset_check_state``) goes through the partitions one at
         a time: it asks the database whether each is still a partition, and adds each to its
         status's set by copying the set, so the work grows with the square of the symbols
-        (a run's page at 10,000 symbols spent most of the webserver's CPU there). For checks
-        of a named dynamic partitioning (the symbols) the same statuses are computed here
-        with one read of the partitions and plain sets; the rest is left to Dagster.
+        (about half of the webserver's CPU while the UI's pages loaded at 10,000 symbols).
+        For checks of a named dynamic partitioning (the symbols) the same statuses are
+        computed here with one read of the partitions and plain sets; the rest is left to
+        Dagster.
         Internals: test_storage compares the two."""
         ours, theirs = [], []
         for key, definition in keys:
@@ -300,10 +301,10 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
             infos[info.check_key].append(info)
         planned = AssetCheckExecutionRecordStatus.PLANNED
         planned_runs = [
-            i.latest_planned_run_id
-            for f in infos.values()
-            for i in f
-            if i.latest_execution_status == planned
+            info.latest_planned_run_id
+            for found in infos.values()
+            for info in found
+            if info.latest_execution_status == planned
         ]
         finished = (
             {
