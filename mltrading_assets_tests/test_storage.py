@@ -629,9 +629,9 @@ def test_a_planned_check_row_holds_its_own_partition(instance, db):
 def test_check_status_of_symbols_is_dagsters_without_a_query_per_symbol(session_instance):
     # Every page that shows a check's status per partition (the asset, its partitions, a
     # run) recomputes it. Dagster 1.13.27 asked the database for each partition whether it
-    # is still one and copied a growing set for each: most of the webserver's CPU on a run's
-    # page at 10,000 symbols. lib/dagster_storage.py computes it with sets; the statuses must
-    # be Dagster's own, partition for partition.
+    # is still one and copied a growing set for each: about half of the webserver's CPU on
+    # the UI's pages at 10,000 symbols. lib/dagster_storage.py computes it with sets; the
+    # statuses must be Dagster's own, partition for partition.
     symbols = dg.DynamicPartitionsDefinition(name="check_status_symbols")
     asset = dg.AssetKey("check_status_asset")
     key = dg.AssetCheckKey(asset, "sane")

@@ -300,17 +300,17 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
         for info in self.get_asset_check_partition_info([key for key, _ in keys]):
             infos[info.check_key].append(info)
         planned = AssetCheckExecutionRecordStatus.PLANNED
-        planned_runs = [
+        planned_runs = {
             info.latest_planned_run_id
             for found in infos.values()
             for info in found
             if info.latest_execution_status == planned
-        ]
+        }
         finished = (
             {
                 run.run_id: run.status
                 for run in self._instance.get_runs(
-                    filters=RunsFilter(run_ids=list(set(planned_runs)), statuses=FINISHED_STATUSES)
+                    filters=RunsFilter(run_ids=list(planned_runs), statuses=FINISHED_STATUSES)
                 )
             }
             if planned_runs
