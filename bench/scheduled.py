@@ -93,13 +93,14 @@ def _busy_cpu_s() -> float:
 
 def _tree_role(process: psutil.Process, parent_role: str) -> str:
     """What a process of the ``dagster dev`` tree is: a long-lived one by its command line,
-    else by whom it was started (runs by the code server, a run's forkserver by the run, steps
-    by the forkserver, symbol workers by a step)."""
+    else by whom it was started (runs by the code server's forkserver, a run's own forkserver
+    by the run, steps by that forkserver, symbol workers by a step)."""
     role = _role(process)
     if role:
         return role
     return {
-        "code_server": "run",
+        "code_server": "run_forkserver",
+        "run_forkserver": "run",
         "run": "forkserver",
         "forkserver": "step",
         "step": "symbol_worker",

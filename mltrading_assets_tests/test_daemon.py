@@ -1,15 +1,18 @@
 """The platform as the UI drives it: the Dagster daemon sees new rows in stock_info, turns
 them into partitions, runs their history load, and the features run follows by itself."""
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 
 import dagster as dg
+import psutil
 import sqlalchemy as sa
 
 from mltrading_assets.db.symbols import add_symbols
+from mltrading_assets.lib.run_processes import PRELOAD_MODULE
 from mltrading_assets.names import RunTags
 from mltrading_assets.paths import PROJECT_ROOT
 
@@ -26,6 +29,20 @@ def loaded(db: sa.Engine) -> dict[str, tuple[int, int]]:
             )
         ).all()
     return {symbol: (bars, features) for symbol, bars, features in rows}
+
+
+def run_forkservers(dev_pid: int) -> list[psutil.Process]:
+    """The forkservers of the code servers under ``dagster dev`` that preload our code."""
+    found = []
+    for process in psutil.Process(dev_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "api grpc" in " ".join(process.cmdline()):
+                found += [
+                    child
+                    for child in process.children()
+                    if PRELOAD_MODULE in " ".join(child.cmdline())
+                ]
+    return found
 
 
 def test_daemon_loads_new_symbols_and_features_follow(instance, db, tmp_path):
@@ -67,6 +84,9 @@ def test_daemon_loads_new_symbols_and_features_follow(instance, db, tmp_path):
             raise AssertionError(
                 f"not loaded in time: {state}\n" + (tmp_path / "daemon.log").read_text()[-3000:]
             )
+        # The code server started those runs from a forkserver that preloads the code (it
+        # starts with the first run), not as fresh interpreters.
+        assert run_forkservers(daemon.pid), "the code server spawned its runs"
     finally:
         daemon.terminate()
         daemon.wait(30)
