@@ -32,6 +32,8 @@ class RunTags:
     PREDICTIONS_AFTER = "mltrading/predictions_after_run"
     # A run the universe sensor started to load the history of new symbols.
     NEW_SYMBOLS = "mltrading/new_symbols"
+    # The symbols whose history a run re-based (a split): their partitions' metadata says how.
+    REBASED = "mltrading/rebased"
 
 
 class MetadataKeys:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from mltrading_assets.db.bars import read_bars
 from mltrading_assets.features import compute_features
-from mltrading_assets.names import MetadataKeys
+from mltrading_assets.names import MetadataKeys, RunTags
 from mltrading_assets.sources.yahoo import YahooSource
 from mltrading_assets.workers.feature_task import build_features
 from mltrading_assets.workers.harness import WorkSpec, init_worker
@@ -216,7 +216,9 @@ def test_a_rebased_history_is_named_in_the_run_metadata_and_system_logs(
     (tmp_path / "SPLT.csv").write_text(csv_rows(bars))
     config = {"resources": {"source": {"config": {"kind": "csv", "csv_dir": str(tmp_path)}}}}
     register_partitions(instance, ["SPLT"])
-    assert materialize(instance, "market_data", ["SPLT"], run_config=config)[0].success
+    [first] = materialize(instance, "market_data", ["SPLT"], run_config=config)
+    assert first.success
+    assert RunTags.REBASED not in instance.get_run_by_id(first.run_id).tags
     ex_open = pd.Timestamp(f"{split_day()} 09:30", tz="America/New_York")
     adjusted = bars.copy()
     adjusted.loc[adjusted.index < ex_open, ["open", "high", "low", "close"]] /= 2
@@ -227,6 +229,8 @@ def test_a_rebased_history_is_named_in_the_run_metadata_and_system_logs(
     assert run.success
     [record] = instance.fetch_materializations(dg.AssetKey("market_data"), limit=1).records
     assert "split 2:1" in record.asset_materialization.metadata[MetadataKeys.REBASED].value
+    # The run names the symbol (the runs list filters by it; the log sensor reads its notes).
+    assert instance.get_run_by_id(run.run_id).tags[RunTags.REBASED] == "SPLT"
     log_successful_runs(
         dg.build_run_status_sensor_context(
             sensor_name=log_successful_runs.name,

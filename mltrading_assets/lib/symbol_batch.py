@@ -147,6 +147,7 @@ def process_symbols(
     succeeded: list[str] = []
     failures: list[SymbolOutcome] = []
     no_bars: list[str] = []
+    rebased: list[str] = []
     rows = 0
     step = max(1, len(symbols) // 10)
     try:
@@ -184,6 +185,14 @@ def process_symbols(
                     succeeded.append(outcome.symbol)
                     if MetadataKeys.NO_BARS in outcome.details:
                         no_bars.append(outcome.symbol)
+                    if MetadataKeys.REBASED in outcome.details:
+                        # Named on the run as it happens (a split is rare): the run's log
+                        # sensor reads the notes of these symbols only, and the runs list can
+                        # be filtered by the tag.
+                        rebased.append(outcome.symbol)
+                        context.instance.add_run_tags(
+                            context.run_id, {RunTags.REBASED: ", ".join(rebased)}
+                        )
                     rows += int(outcome.details.get(MetadataKeys.ROWS_WRITTEN, 0))
                     batches.add(
                         dg.AssetMaterialization(
