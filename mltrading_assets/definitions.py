@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mltrading_assets.lib import code_server, distributed, process_exit
+from mltrading_assets.lib import code_server, distributed, process_exit, run_processes
 
 # Every process that loads the code (run workers above all, one per run) exits without the
 # interpreter's last garbage collections: ~0.75 s of CPU each.
@@ -24,7 +24,7 @@ EXECUTOR_CONFIG = {
     "start_method": {
         "forkserver": {
             "preload_modules": [
-                "mltrading_assets.definitions",
+                run_processes.PRELOAD_MODULE,
                 "pandas",
                 "talib",
                 "dagster_postgres",
