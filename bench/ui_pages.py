@@ -109,9 +109,12 @@ def time_pages(
             "ranged_run_page",
             go(f"/runs/{ranged_run_id}"),
             # The run's log on screen: the list draws only the rows in view, the top ones
-            # (RUN_START) or, scrolled to its end, the last (RUN_SUCCESS).
+            # (RUN_START), the last (RUN_SUCCESS) once scrolled to its end, or, where the
+            # scrolling stopped between them (seen at 500 partitions), materializations.
             lambda: (
-                page.get_by_text(re.compile(r"^RUN_(START|SUCCESS)$")).filter(visible=True).first
+                page.get_by_text(re.compile(r"^(RUN_START|RUN_SUCCESS|ASSET_MATERIALIZATION)$"))
+                .filter(visible=True)
+                .first
             ),
         )
         timed(
