@@ -22,12 +22,12 @@ from mltrading_assets.lib import run_processes
 SERVER_MODULE = "dagster._grpc.server"
 
 
-def fork_runs_from_loaded_code() -> bool:
+def fork_runs_from_loaded_code() -> None:
     """Where a code server runs (its module is loaded), make it start runs from the
-    preloaded forkserver and return True; elsewhere change nothing and import nothing."""
+    preloaded forkserver; elsewhere change nothing and import nothing."""
     server_module = sys.modules.get(SERVER_MODULE)
     if server_module is None:
-        return False
+        return
     server = server_module.DagsterApiServer
     if not isinstance(vars(server).get("_mp_ctx"), property):
         # A data descriptor wins over the instance attribute the server sets in __init__, so
@@ -36,4 +36,3 @@ def fork_runs_from_loaded_code() -> bool:
         server._mp_ctx = property(
             lambda _server: run_processes.context(), lambda _server, _value: None
         )
-    return True
