@@ -187,7 +187,7 @@ def scheduled_load(
 ) -> list[str]:
     from bench.monitor import Monitor, client_connections, count_by
     from mltrading_assets.lib.partitions import partitions_among
-    from mltrading_assets.lib.schedules import tick_requests
+    from mltrading_assets.lib.schedules import check_tick_requests, tick_requests
     from mltrading_assets.names import RunTags
     from mltrading_assets.paths import PROJECT_ROOT
 
@@ -243,13 +243,19 @@ def scheduled_load(
                 cpu = _busy_cpu_s() - cpu_before
                 spent_by_role = roles.stop()
                 # The :30 quality schedule's runs, as it requests them.
+                check_requests = check_tick_requests(
+                    partitions_among(instance, symbols),
+                    pd.Timestamp(as_of) + pd.Timedelta(minutes=30),
+                    f"bench-checks-{tick}",
+                )
+                checks_record = check_requests[0].tags.get(RunTags.CHECKS_RECORD, "every")
                 started = time.perf_counter()
                 checks_cpu_before = _busy_cpu_s()
                 check_runs = [
                     client.submit_job_execution(
                         "quality_checks_job", run_config=resources(as_of), tags=request.tags
                     )
-                    for request in requests
+                    for request in check_requests
                 ]
                 statuses += _wait_for_runs(instance, check_runs)
                 checks_wall = time.perf_counter() - started
@@ -263,9 +269,14 @@ def scheduled_load(
                     ("checks", check_runs),
                 )
             }
-            event_bytes = scalar(
-                "SELECT coalesce(sum(octet_length(event)), 0) FROM dagster.event_logs "
-                f"WHERE id > {first_event}"
+            # Serialized, and as stored: PostgreSQL compresses a value only in a row over
+            # ~2 KB (a materialization, not a check evaluation or a planned event).
+            event_bytes, stored_bytes = (
+                scalar(
+                    f"SELECT coalesce(sum({size}(event)), 0) FROM dagster.event_logs "
+                    f"WHERE id > {first_event}"
+                )
+                for size in ("octet_length", "pg_column_size")
             )
             evaluations = scalar(
                 "SELECT count(*) FROM dagster.event_logs WHERE dagster_event_type = "
@@ -288,7 +299,8 @@ def scheduled_load(
                 + "".join(
                     f"cpu_{role}_s={spent:.1f} " for role, spent in sorted(spent_by_role.items())
                 )
-                + f"checks_s={checks_wall:.2f} checks_cpu_s={checks_cpu:.1f} "
+                + f"checks_s={checks_wall:.2f} checks_record={checks_record} "
+                f"checks_cpu_s={checks_cpu:.1f} "
                 + "".join(f"{job}_run_s={seconds:.1f} " for job, seconds in per_run.items())
                 + f"symbols_per_run={len(symbols) / len(bar_runs):.0f} runs={len(statuses)} "
                 f"failed_runs={failed} check_evaluations={evaluations} "
@@ -298,6 +310,7 @@ def scheduled_load(
                 f"at_rest={','.join(f'{k}:{n}' for k, n in sorted(at_rest.items()))} "
                 f"event_log_mb={event_bytes / 2**20:.1f} "
                 f"event_log_mb_per_1000={event_bytes / 2**20 / len(symbols) * 1000:.1f} "
+                f"event_log_stored_mb_per_1000={stored_bytes / 2**20 / len(symbols) * 1000:.1f} "
                 + " ".join(f"rss_{role}_mb={mb:.0f}" for role, mb in sorted(rss.items()))
             )
             print(line, flush=True)

@@ -34,6 +34,12 @@ class RunTags:
     NEW_SYMBOLS = "mltrading/new_symbols"
     # The symbols whose history a run re-based (a split): their partitions' metadata says how.
     REBASED = "mltrading/rebased"
+    # What a quality checks run records per symbol: CHECKS_RECORD_FAILURES, or (absent)
+    # every symbol's evaluation.
+    CHECKS_RECORD = "mltrading/checks_record"
+
+
+CHECKS_RECORD_FAILURES = "failures"
 
 
 class MetadataKeys:

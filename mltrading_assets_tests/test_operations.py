@@ -22,6 +22,7 @@ from mltrading_assets.defs.operations.sensors import log_failed_runs, log_succes
 from mltrading_assets.lib.launching import materialize
 from mltrading_assets.lib.partitions import register_partitions
 from mltrading_assets.lib.resources import PostgresResource
+from mltrading_assets.names import CHECKS_RECORD_FAILURES, RunTags
 from mltrading_assets_tests.test_dagster_runs import materializations, run_config
 
 MONDAY_NOON = "2026-11-23T17:00:00Z"  # 12:00 New York, market open
@@ -116,6 +117,43 @@ def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
     assert results[("bars_on_grid", "GOOD")] is True
     assert results[("no_missing_bars", "GOOD")] is True
     assert results[("bars_on_grid", "BAD")] is False
+
+
+def test_an_hourly_check_run_records_the_failures_and_keeps_the_last_verdicts(instance, db, loaded):
+    [verdict] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
+    with db.begin() as conn:  # BAD goes stale: nothing since Friday
+        conn.execute(
+            sa.text("DELETE FROM market_data WHERE symbol = 'BAD' AND timestamp >= '2026-11-23'")
+        )
+    hourly = {RunTags.CHECKS_RECORD: CHECKS_RECORD_FAILURES}
+    [run] = materialize(instance, "checks", loaded, tags=hourly, run_config=config_at(MONDAY_NOON))
+    assert run.success
+    assert evaluations(instance, run.run_id) == {("fresh_during_market_hours", "BAD"): False}
+    summary = next(
+        e.dagster_event.event_specific_data
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event
+        and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.dagster_event.event_specific_data.check_name == "fresh_during_market_hours"
+        and not e.dagster_event.event_specific_data.partition
+    )
+    assert summary.metadata["symbols_checked"].value == 2
+    assert summary.metadata["failed_symbols"].value == "BAD"
+    # Each other partition's latest execution, the one the UI shows, is still its last
+    # evaluation (the run before), not "Skipped" for one this run planned and did not record.
+    latest = {}
+    for name in ("fresh_during_market_hours", "ohlc_sane"):
+        key = dg.AssetCheckKey(market_data.key, name)
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, 10):
+            latest.setdefault((name, record.partition), (record.run_id, record.status.value))
+    assert latest == {
+        ("fresh_during_market_hours", "BAD"): (run.run_id, "FAILED"),
+        ("fresh_during_market_hours", "GOOD"): (verdict.run_id, "SUCCEEDED"),
+        ("fresh_during_market_hours", None): (run.run_id, "FAILED"),
+        ("ohlc_sane", "BAD"): (verdict.run_id, "SUCCEEDED"),
+        ("ohlc_sane", "GOOD"): (verdict.run_id, "SUCCEEDED"),
+        ("ohlc_sane", None): (run.run_id, "SUCCEEDED"),
+    }
 
 
 def test_freshness_is_a_warning_and_passes_while_the_market_is_closed(instance, loaded):

@@ -11,12 +11,13 @@ from mltrading_assets.db.symbols import active_symbols, add_symbols, deactivate_
 from mltrading_assets.defs.features.schedules import features_requests, features_schedule
 from mltrading_assets.defs.features.sensors import features_after_market_data
 from mltrading_assets.defs.market_data.schedules import market_data_schedule
+from mltrading_assets.defs.quality.schedules import quality_checks_schedule
 from mltrading_assets.defs.symbols.sensors import symbol_universe_sensor
 from mltrading_assets.lib.launching import materialize
 from mltrading_assets.lib.partitions import register_partitions
 from mltrading_assets.lib.ranged_runs import MAX_RANGES, contiguous_ranges
 from mltrading_assets.lib.resources import PostgresResource
-from mltrading_assets.names import RunTags
+from mltrading_assets.names import CHECKS_RECORD_FAILURES, RunTags
 from mltrading_assets_tests.conftest import success_sensor_context
 from mltrading_assets_tests.test_dagster_runs import run_config
 
@@ -102,6 +103,28 @@ def test_the_early_close_hour_itself_still_runs(instance, universe, database_url
     universe(["AAPL"])
     requests = evaluate_data_schedule(instance, database_url, tick("2026-11-27 13:00"))
     assert len(requests) == 1
+
+
+def test_hourly_checks_record_failures_and_the_run_after_the_close_every_symbol(
+    instance, universe, database_url
+):
+    universe(["AAPL"])
+
+    def checks_at(local: str):
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=tick(local),
+            resources={"database": PostgresResource(url=database_url)},
+        )
+        return quality_checks_schedule(context)
+
+    [hourly] = checks_at("2026-11-24 15:30")
+    assert hourly.tags[RunTags.CHECKS_RECORD] == CHECKS_RECORD_FAILURES
+    [after_close] = checks_at("2026-11-24 16:30")  # the session's last bars came at 16:00
+    assert RunTags.CHECKS_RECORD not in after_close.tags
+    [early_close] = checks_at("2026-11-27 13:30")  # NYSE closed at 13:00 that day
+    assert RunTags.CHECKS_RECORD not in early_close.tags
+    assert isinstance(checks_at("2026-11-27 14:30"), dg.SkipReason)
 
 
 def test_features_wait_for_the_data_runs_of_their_hour(instance, universe):

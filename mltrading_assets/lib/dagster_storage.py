@@ -35,6 +35,7 @@ from dagster._core.storage.config import pg_config
 from dagster._core.storage.dagster_run import FINISHED_STATUSES, RunsFilter
 from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.runs.schema import RunTagsTable
 from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
@@ -50,6 +51,7 @@ from mltrading_assets.db.engine import (
     first_line,
     one_connection,
 )
+from mltrading_assets.names import CHECKS_RECORD_FAILURES, RunTags
 
 # Dagster hands the events of a batch (a run's ASSET_MATERIALIZATION_PLANNED events, the
 # per-symbol materializations symbol_batch.py logs in batches) to the storage together only
@@ -406,6 +408,10 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
         if subset is None:
             super()._store_asset_check_evaluation_planned(event, event_id)
             return
+        if self._records_failures_only(event.run_id):
+            # Its passing symbols get no evaluation: planned, they would end "Skipped" and
+            # hide the status of their last evaluation. A failure is inserted unplanned.
+            return
         timestamp = self._event_insert_timestamp(event)
 
         def own(partition: str) -> str:
@@ -432,6 +438,20 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
         if rows:
             with self.index_connection() as conn:
                 conn.execute(AssetCheckExecutionsTable.insert(), rows)
+
+    def _records_failures_only(self, run_id: str) -> bool:
+        """Whether ``run_id`` is an hourly checks run that records only failures (its tag,
+        read from the run storage's table in the same schema: the run is created, tags and
+        all, before Dagster logs what it plans)."""
+        with self.index_connection() as conn:
+            found = conn.execute(
+                sa.select(sa.literal(1)).where(
+                    RunTagsTable.c.run_id == run_id,
+                    RunTagsTable.c.key == RunTags.CHECKS_RECORD,
+                    RunTagsTable.c.value == CHECKS_RECORD_FAILURES,
+                )
+            ).first()
+        return found is not None
 
     def _store_check_evaluations(self, events: Sequence[EventLogEntry]) -> None:
         """A batch of a run's check evaluations (one per symbol partition) in three

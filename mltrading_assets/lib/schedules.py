@@ -13,7 +13,7 @@ import pandas as pd
 
 from mltrading_assets.lib.partitions import ActivePartitions, active_partitions
 from mltrading_assets.lib.ranged_runs import symbol_range_requests
-from mltrading_assets.names import RunTags
+from mltrading_assets.names import CHECKS_RECORD_FAILURES, RunTags
 from mltrading_assets.trading_calendar import NEW_YORK, market_hours_skip_reason
 
 Requests = dg.SkipReason | list[dg.RunRequest]
@@ -70,22 +70,60 @@ def market_hours_schedule(
     return _schedule
 
 
-def tick_requests(partitions: ActivePartitions, tick: pd.Timestamp, prefix: str) -> Requests:
-    """Ranged run requests over the active symbols for the market hour ``tick``, tagged with
-    it; a reason to skip when NYSE is closed or there is nothing to do."""
-    reason = market_hours_skip_reason(tick)
+def tick_requests(
+    partitions: ActivePartitions,
+    tick: pd.Timestamp,
+    prefix: str,
+    *,
+    market_hour: pd.Timestamp | None = None,
+    tags: dict[str, str] | None = None,
+) -> Requests:
+    """Ranged run requests over the active symbols for ``tick``, tagged with it (and
+    ``tags``); a reason to skip when NYSE is closed in the market hour the tick serves
+    (``market_hour``, by default the tick itself) or there is nothing to do."""
+    reason = market_hours_skip_reason(tick if market_hour is None else market_hour)
     if reason:
         return dg.SkipReason(reason)
     if not partitions.symbols:
         return dg.SkipReason("no active symbols: add some with `mltrading symbols add`")
     stamp = tick.isoformat()
     return symbol_range_requests(
-        partitions.ordered, partitions.symbols, f"{prefix}:{stamp}", {RunTags.TICK: stamp}
+        partitions.ordered,
+        partitions.symbols,
+        f"{prefix}:{stamp}",
+        {RunTags.TICK: stamp, **(tags or {})},
+    )
+
+
+def check_tick_requests(partitions: ActivePartitions, tick: pd.Timestamp, prefix: str) -> Requests:
+    """The quality checks' runs at ``tick``, half past a market hour, over the bars and
+    features that hour's tick stored (the one half an hour after the close included).
+
+    During the session a run records a per-symbol evaluation only for the symbols that fail.
+    Dagster clears a partition's check status at its next materialization, an hour later,
+    so a passing evaluation said little for long, and eight of them per symbol and hour
+    were two thirds of the event log and of a tick's time at 10,000 symbols. Each check
+    still records its run's summary (symbols checked, which failed). The run after the
+    close records every symbol: the session's verdict, current until the next session's
+    first tick."""
+    after_close = market_hours_skip_reason(tick) is not None
+    return tick_requests(
+        partitions,
+        tick,
+        prefix,
+        market_hour=tick.floor("h"),
+        tags=None if after_close else {RunTags.CHECKS_RECORD: CHECKS_RECORD_FAILURES},
     )
 
 
 def active_symbols_schedule(
-    *, name: str, job, cron_schedule: str, description: str, run_key_prefix: str
+    *,
+    name: str,
+    job,
+    cron_schedule: str,
+    description: str,
+    run_key_prefix: str,
+    requests: Callable[[ActivePartitions, pd.Timestamp, str], Requests] = tick_requests,
 ) -> dg.ScheduleDefinition:
     """A market-hours schedule whose every tick covers all active symbols in ranged runs."""
     return market_hours_schedule(
@@ -93,7 +131,7 @@ def active_symbols_schedule(
         job=job,
         cron_schedule=cron_schedule,
         description=description,
-        requests=lambda context, tick: tick_requests(
+        requests=lambda context, tick: requests(
             active_partitions(context.instance, context.resources.database), tick, run_key_prefix
         ),
         resources={"database"},

@@ -1,7 +1,8 @@
 """Asset checks per symbol partition.
 
 Each check runs one SQL query for all the symbols of its run and records one evaluation per
-symbol partition (so the UI shows which symbols fail), plus a summary for the run. Severity
+symbol partition (so the UI shows which symbols fail; the hourly scheduled runs record only
+the failures), plus a summary for the run. Severity
 ERROR means corrupt data; WARN means stale data. The checks of each asset live in its
 domain folder (``defs/market_data/checks.py``, ``defs/features/checks.py``).
 """
@@ -21,6 +22,7 @@ from mltrading_assets.lib.resources import (
     PostgresResource,
     ProcessingResource,
 )
+from mltrading_assets.names import CHECKS_RECORD_FAILURES, RunTags
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 # The name Dagster gives the output of an @asset_check op (1.13.27).
@@ -71,6 +73,8 @@ def _report(
             metadata=metadata,
         )
         return
+    # The hourly scheduled runs record only the failures (see check_tick_requests).
+    failures_only = context.run.tags.get(RunTags.CHECKS_RECORD) == CHECKS_RECORD_FAILURES
     log_check_evaluations(
         context.op_execution_context,
         [
@@ -83,6 +87,7 @@ def _report(
                 metadata=metadata,
             )
             for symbol, (passed, metadata, *own_severity) in results.items()
+            if not (passed and failures_only)
         ],
     )
     if not context.has_partition_key_range:
@@ -97,7 +102,11 @@ def _report(
     yield dg.AssetCheckResult(
         passed=not failed,
         severity=severity,
-        metadata={"symbols_checked": len(results), "failed_symbols": ", ".join(failed[:100])},
+        metadata={
+            "symbols_checked": len(results),
+            "failed_symbols": ", ".join(failed[:100]),
+            "recorded_per_symbol": "failures only" if failures_only else "every symbol",
+        },
     )
 
 

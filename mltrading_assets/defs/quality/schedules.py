@@ -1,7 +1,8 @@
-"""Checks half past every market hour, when that hour's bars and features are in."""
+"""Checks half past every market hour, when that hour's bars and features are in (the
+session's last hour included: its bars arrive at the close)."""
 
 from mltrading_assets.defs.quality.jobs import quality_checks_job
-from mltrading_assets.lib.schedules import active_symbols_schedule
+from mltrading_assets.lib.schedules import active_symbols_schedule, check_tick_requests
 
 quality_checks_schedule = active_symbols_schedule(
     name="quality_checks_schedule",
@@ -9,4 +10,5 @@ quality_checks_schedule = active_symbols_schedule(
     cron_schedule="30 9-16 * * 1-5",
     description="Data-quality checks of every active symbol, half past each market hour.",
     run_key_prefix="checks",
+    requests=check_tick_requests,
 )
