@@ -27,6 +27,8 @@ import pandas as pd
 import psutil
 import sqlalchemy as sa
 
+from mltrading_assets.workers.lifeline import STEP_PROCESS_NAME
+
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -93,14 +95,16 @@ def _busy_cpu_s() -> float:
 
 def _tree_role(process: psutil.Process, parent_role: str) -> str:
     """What a process of the ``dagster dev`` tree is: a long-lived one by its command line,
-    else by whom it was started (runs by the code server's forkserver, a run's own forkserver
-    by the run, steps by that forkserver, symbol workers by a step)."""
+    else by whom it was started (runs by the code server's forkserver, and their steps too,
+    named as such; symbol workers by a step; a run's own forkserver, where it has one, by
+    the run, and its steps by that forkserver)."""
     role = _role(process)
     if role:
         return role
+    if parent_role == "run_forkserver":
+        return "step" if process.name() == STEP_PROCESS_NAME else "run"
     return {
         "code_server": "run_forkserver",
-        "run_forkserver": "run",
         "run": "forkserver",
         "forkserver": "step",
         "step": "symbol_worker",
@@ -138,7 +142,9 @@ class CpuByRole(threading.Thread):
     def _sample(self) -> None:
         for process in self._root.children(recursive=True):
             try:
-                if process.pid not in self._roles:
+                # Asked again while it may be a step that has not named itself yet (or a
+                # symbol worker of one).
+                if self._roles.get(process.pid, "run") in ("run", "forkserver"):
                     parent = process.ppid()
                     self._roles[process.pid] = _tree_role(process, self._roles.get(parent, ""))
                 times = process.cpu_times()

@@ -194,33 +194,38 @@ def test_a_worker_dying_between_symbols_costs_no_symbol(tmp_path, always):
         assert f"of {POOL_STARTS} pools in a row died before taking a symbol" in failed[0].error
 
 
-def _watched_by_a_step() -> tuple[int, int]:
-    """In a run process: (its pid, the orchestrator a step forked by its executor's
-    forkserver would watch)."""
+def _watched_by_a_step() -> tuple[int, int, int, int]:
+    """In a run process: its pid and its parent's, and those of the orchestrator a step
+    started as the multiprocess executor starts one would watch and of that step's parent."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as steps:
-        return os.getpid(), steps.submit(_orchestrator_pid).result()
+        watched, step_parent = steps.submit(_orchestrator_and_parent_pids).result()
+    return os.getpid(), os.getppid(), watched, step_parent
 
 
-def _orchestrator_pid() -> int:
+def _orchestrator_and_parent_pids() -> tuple[int, int]:
     from mltrading_assets.workers.lifeline import orchestrator
 
-    return orchestrator().pid
+    return orchestrator().pid, os.getppid()
 
 
-def test_a_step_watches_its_own_run_process_when_that_is_a_forkserver_child():
-    """Ranges at once run in processes forked from the command's forkserver, whose command
-    line they share: a step's watch must stop at its run's process, not climb on to the
-    command (a run killed alone would leave its step running)."""
+def test_a_run_forks_its_steps_from_its_own_server_and_each_step_watches_the_run():
+    """A run forked from a forkserver that has loaded the code (the code server's, a
+    command's) forks its steps from that server too, instead of starting a forkserver of its
+    own (~2 s of CPU a run); its steps, siblings of the run, must still watch the run, not
+    the server (a run killed alone would leave its steps running)."""
     from concurrent.futures import ProcessPoolExecutor
 
     from mltrading_assets.lib import run_processes
 
     with ProcessPoolExecutor(1, mp_context=run_processes.context()) as runs:
-        run_pid, watched = runs.submit(_watched_by_a_step).result(timeout=120)
+        run_pid, server_pid, watched, step_parent = runs.submit(_watched_by_a_step).result(
+            timeout=120
+        )
     assert run_pid != os.getpid()
+    assert step_parent == server_pid
     assert watched == run_pid
 
 

@@ -1,10 +1,11 @@
 """No process of ours outlives the one that started it.
 
-A run's processes form a chain: the orchestrator (``mltrading materialize``, or Dagster's run
-worker) → the multiprocess executor's forkserver → a step process → its symbol workers. Killed
-(``kill -9``, OOM), the orchestrator takes nothing with it: the step process keeps a handle
-that keeps the forkserver alive, and it blocks on events nobody reads, so the whole chain
-lingered for good, holding connections. Here each link watches the one above it:
+A run's processes: the orchestrator (``mltrading materialize``, or Dagster's run worker)
+starts step processes through a forkserver (the multiprocess executor's, or the one the run
+itself was forked from), and each step its symbol workers. Killed (``kill -9``, OOM), the
+orchestrator takes nothing with it: the step process keeps a handle that keeps the
+forkserver alive, and it blocks on events nobody reads, so its steps lingered for good,
+holding connections. Here each watches the process above it:
 
 - a step process watches the orchestrator (a thread, once a second) and kills itself when it
   is gone;
@@ -13,6 +14,7 @@ lingered for good, holding connections. Here each link watches the one above it:
 """
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -22,6 +24,10 @@ import time
 import psutil
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+# What ``ps -o comm``, ``top`` and psutil's ``name()`` call a step process: its command line
+# is its forkserver's, the same as its run's when both come from one server.
+STEP_PROCESS_NAME = "mltrading-step"
 _watching = False
 
 
@@ -48,17 +54,16 @@ def orchestrator() -> psutil.Process | None:
     process = psutil.Process()
     if not _is_multiprocessing_child(process):
         return None
-    parent = process.parent()
-    # Forked by the executor's forkserver (whose command line its children share): the
-    # orchestrator is the server's parent. Only that one server is passed over: the run's
-    # own process may be a forkserver's child too (a command running ranges at once).
-    if (
-        parent is not None
-        and "multiprocessing.forkserver" in " ".join(parent.cmdline())
-        and parent.cmdline() == process.cmdline()
-    ):
-        parent = parent.parent()
-    return parent
+    # The process that asked for this one: the run's, whoever forked it (the executor's
+    # forkserver, or the one the run itself was forked from, which its steps share).
+    creator = multiprocessing.parent_process()
+    if creator is not None and creator.pid is not None:
+        try:
+            return psutil.Process(creator.pid)
+        except psutil.NoSuchProcess:
+            # The run is gone already, and so goes its step, as the watch would decide.
+            os.kill(os.getpid(), signal.SIGKILL)
+    return process.parent()
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -77,6 +82,8 @@ def exit_with_orchestrator(poll_seconds: float = 1.0) -> psutil.Process | None:
     watched = orchestrator()
     if watched is None or _watching:
         return watched
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, STEP_PROCESS_NAME.encode())
 
     def watch() -> None:
         while _alive(watched):
