@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster_shared.serdes import serialize_value
 from PIL import Image
 
@@ -119,7 +120,9 @@ def test_each_check_fails_on_a_crafted_bad_partition(instance, db, loaded):
     assert results[("bars_on_grid", "BAD")] is False
 
 
-def test_an_hourly_check_run_records_the_failures_and_keeps_the_last_verdicts(instance, db, loaded):
+def test_an_hourly_check_run_records_the_failures_and_keeps_each_symbols_last_status(
+    instance, db, loaded
+):
     [verdict] = materialize(instance, "checks", loaded, run_config=config_at(MONDAY_NOON))
     with db.begin() as conn:  # BAD goes stale: nothing since Friday
         conn.execute(
@@ -142,7 +145,8 @@ def test_an_hourly_check_run_records_the_failures_and_keeps_the_last_verdicts(in
     # Each other partition's latest execution, the one the UI shows, is still its last
     # evaluation (the run before), not "Skipped" for one this run planned and did not record.
     latest = {}
-    for name in ("fresh_during_market_hours", "ohlc_sane"):
+    latest_names = ("fresh_during_market_hours", "ohlc_sane")
+    for name in latest_names:
         key = dg.AssetCheckKey(market_data.key, name)
         for record in instance.event_log_storage.get_asset_check_execution_history(key, 10):
             latest.setdefault((name, record.partition), (record.run_id, record.status.value))
@@ -153,6 +157,23 @@ def test_an_hourly_check_run_records_the_failures_and_keeps_the_last_verdicts(in
         ("ohlc_sane", "BAD"): (verdict.run_id, "SUCCEEDED"),
         ("ohlc_sane", "GOOD"): (verdict.run_id, "SUCCEEDED"),
         ("ohlc_sane", None): (run.run_id, "SUCCEEDED"),
+    }
+    # And the status of each symbol's check is its latest evaluation's: each targets the
+    # symbol's newest materialization (a status without one would be blank).
+    keys = [dg.AssetCheckKey(market_data.key, name) for name in latest_names]
+    with partition_loading_context(dynamic_partitions_store=instance):
+        states = instance.event_log_storage.get_asset_check_state(
+            [(key, market_data.partitions_def) for key in keys]
+        )
+    assert {
+        (key.name, status.value): sorted(subset.subset_value.get_partition_keys())
+        for key, state in states.items()
+        for status, subset in state.subsets.items()
+        if not subset.is_empty
+    } == {
+        ("fresh_during_market_hours", "FAILED"): ["BAD"],
+        ("fresh_during_market_hours", "SUCCEEDED"): ["GOOD"],
+        ("ohlc_sane", "SUCCEEDED"): ["BAD", "GOOD"],
     }
 
 

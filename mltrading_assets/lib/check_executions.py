@@ -1,4 +1,13 @@
-"""Planned check executions that will never run, removed from Dagster's storage.
+"""What Dagster's storage needs to show our per-symbol check executions right: the
+materialization each evaluation judged, and planned executions that will never run removed.
+
+An evaluation logged with ``log_check_evaluations`` names no target materialization (Dagster
+finds it only for the ``AssetCheckResult`` of a single-partition run), and Dagster shows a
+partition's check status only while its evaluation targets the partition's newest
+materialization: without one, every symbol's status stayed blank, failures included.
+``latest_materializations`` finds them as Dagster does for a single partition (the newest
+materialization of each), for all of a run's symbols in two statements.
+
 
 A run that materializes an asset from the UI plans one execution of each of the asset's
 checks per partition when it starts. When the asset step fails, the checks do not run, and
@@ -10,10 +19,46 @@ dagster 1.13.27's SQL event log storage; pinned by
 test_an_invalid_partition_costs_one_failed_run_and_leaves_no_planned_check).
 """
 
+import datetime as dt
+
 import dagster as dg
 import sqlalchemy as sa
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as Target,
+)
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+
+
+def latest_materializations(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
+) -> dict[str, Target]:
+    """The newest materialization of each of ``partitions`` of ``asset_key`` that has one."""
+    if not partitions:
+        return {}
+    storage = instance.event_log_storage
+    ids = storage.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions)
+    )
+    if not ids:
+        return {}
+    table = SqlEventLogStorageTable
+    with storage.index_connection() as conn:
+        rows = conn.execute(
+            sa.select(table.c.id, table.c.run_id, table.c.timestamp).where(
+                table.c.id.in_(list(ids.values()))
+            )
+        ).all()
+    # The events' time, stored as UTC without a time zone.
+    found = {row.id: (row.run_id, row.timestamp.replace(tzinfo=dt.UTC).timestamp()) for row in rows}
+    return {
+        partition: Target(
+            storage_id=storage_id, run_id=found[storage_id][0], timestamp=found[storage_id][1]
+        )
+        for partition, storage_id in ids.items()
+        if storage_id in found
+    }
 
 
 def withdraw_planned_checks(

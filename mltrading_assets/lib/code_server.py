@@ -6,9 +6,10 @@ interpreter for it (Dagster 1.13.27: ``multiprocessing.get_context("spawn")`` in
 ``DagsterApiServer.__init__``, used by ``StartRun``). That interpreter spent ~1.2 s of CPU
 importing Dagster, pandas and the definitions before the run could begin: two dozen times a
 tick at 10,000 symbols, on the way of every run. Forked from a forkserver that has
-loaded them once (``run_processes``, the same server a command's runs come from), a run starts
-with the code in place, and forks its steps from the same server. A run is still a process of its own, started the way ``spawn`` starts
-one (the run's arguments pickled to it), and still reports its end through the same queue.
+loaded them once (``run_processes``, the same server a command's runs come from), a run
+starts with the code in place, and forks its steps from the same server. A run is still a
+process of its own, started the way ``spawn`` starts one (the run's arguments pickled to
+it), and still reports its end through the same queue.
 
 This replaces an attribute of a Dagster internal class; ``test_daemon`` pins it: its runs go
 through a real code server, which must then have this forkserver as its child.

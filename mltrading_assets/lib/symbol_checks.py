@@ -16,6 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mltrading_assets.lib.batched_events import log_check_evaluations
+from mltrading_assets.lib.check_executions import latest_materializations
 from mltrading_assets.lib.partitions import active_partitions, symbol_partitions
 from mltrading_assets.lib.resources import (
     BarSourceResource,
@@ -75,6 +76,10 @@ def _report(
         return
     # The hourly scheduled runs record only the failures (see check_tick_requests).
     failures_only = context.run.tags.get(RunTags.CHECKS_RECORD) == CHECKS_RECORD_FAILURES
+    recorded = {
+        symbol: result for symbol, result in results.items() if not (result[0] and failures_only)
+    }
+    targets = latest_materializations(context.instance, asset.key, list(recorded))
     log_check_evaluations(
         context.op_execution_context,
         [
@@ -85,9 +90,9 @@ def _report(
                 partition=symbol,
                 severity=own_severity[0] if own_severity else severity,
                 metadata=metadata,
+                target_materialization_data=targets.get(symbol),
             )
-            for symbol, (passed, metadata, *own_severity) in results.items()
-            if not (passed and failures_only)
+            for symbol, (passed, metadata, *own_severity) in recorded.items()
         ],
     )
     if not context.has_partition_key_range:
