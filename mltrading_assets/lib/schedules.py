@@ -102,7 +102,7 @@ def check_tick_requests(partitions: ActivePartitions, tick: pd.Timestamp, prefix
     During the session a run records a per-symbol evaluation only for the symbols that fail.
     Dagster clears a partition's check status at its next materialization, an hour later,
     so a passing evaluation said little for long, and eight of them per symbol and hour
-    were two thirds of the event log and of a tick's time at 10,000 symbols. Each check
+    were two thirds of the event log and half of what the check runs cost. Each check
     still records its run's summary (symbols checked, which failed). The run after the
     close records every symbol: the session's verdict, current until the next session's
     first tick."""
