@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from mltrading_assets.alerts import Condition
 from mltrading_assets.db.reports import newest_rows
-from mltrading_assets.lib.ranged_runs import partitions_label
+from mltrading_assets.lib.ranged_runs import partitions_label, run_symbols
+from mltrading_assets.names import CHECKS_RECORD_FAILURES, SYMBOL_PARTITIONS, RunTags
 from mltrading_assets.trading_calendar import NEW_YORK, trading_hours_before
 
 ERROR, WARN, INFO = "ERROR", "WARN", "INFO"
@@ -131,7 +132,8 @@ def failed_checks(
 ) -> tuple[list[Condition], int | None]:
     """ERROR-severity check failures by check, updated from the evaluations recorded since
     ``cursor`` (the first time: since ``since``, not the whole event log): a symbol's failing
-    evaluation adds it to its check's incident, a later passing one removes it. ``state`` is
+    evaluation adds it to its check's incident, a later passing one removes it, and so does
+    the summary of a later hourly run of its symbol that recorded no failure for it. ``state`` is
     the open incidents' symbols. At most ``limit`` evaluations a call: the rest next time."""
     from dagster._core.event_api import EventRecordsFilter
 
@@ -150,9 +152,14 @@ def failed_checks(
     symbols = defaultdict(dict, {key: dict(value) for key, value in state.items()})
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if evaluation.partition is None:
-            continue  # a run's summary: its symbols have evaluations of their own
         key = check_key(evaluation)
+        if evaluation.partition is None:
+            # A run's summary: its symbols have evaluations of their own, except the passing
+            # ones of an hourly run, which records only failures.
+            if symbols.get(key):
+                for symbol in _passed_unrecorded(instance, record.run_id, evaluation):
+                    symbols[key].pop(symbol, None)
+            continue
         if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
             symbols[key][evaluation.partition] = _numbers(evaluation)
         else:
@@ -181,6 +188,26 @@ def failed_checks(
             )
         )
     return conditions, cursor
+
+
+def _passed_unrecorded(
+    instance: dg.DagsterInstance, run_id: str, summary: dg.AssetCheckEvaluation
+) -> list[str]:
+    """The symbols a check run that records only failures judged and found passing (none
+    for a run that records every symbol): every symbol of its range but those it recorded."""
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.tags.get(RunTags.CHECKS_RECORD) != CHECKS_RECORD_FAILURES:
+        return []
+    recorded = {
+        record.event_log_entry.dagster_event.event_specific_data.partition
+        for record in instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        if record.event_log_entry.dagster_event.event_specific_data.check_name == summary.check_name
+        and record.event_log_entry.dagster_event.event_specific_data.asset_key == summary.asset_key
+    }
+    ordered = instance.get_dynamic_partitions(SYMBOL_PARTITIONS)
+    return [symbol for symbol in run_symbols(run, ordered) if symbol not in recorded]
 
 
 def _duration(record) -> float | None:
