@@ -442,7 +442,9 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
     def _records_failures_only(self, run_id: str) -> bool:
         """Whether ``run_id`` is an hourly checks run that records only failures (its tag,
         read from the run storage's table in the same schema: the run is created, tags and
-        all, before Dagster logs what it plans)."""
+        all, before Dagster logs what it plans). Dagster 1.13.27's ``run_tags``;
+        test_an_hourly_check_run_records_the_failures_and_keeps_each_symbols_last_status
+        pins it."""
         with self.index_connection() as conn:
             found = conn.execute(
                 sa.select(sa.literal(1)).where(

@@ -2,9 +2,9 @@
 
 Each check runs one SQL query for all the symbols of its run and records one evaluation per
 symbol partition (so the UI shows which symbols fail; the hourly scheduled runs record only
-the failures), plus a summary for the run. Severity
-ERROR means corrupt data; WARN means stale data. The checks of each asset live in its
-domain folder (``defs/market_data/checks.py``, ``defs/features/checks.py``).
+the failures), plus a summary for the run. Severity ERROR means corrupt data; WARN means
+stale data. The checks of each asset live in its domain folder
+(``defs/market_data/checks.py``, ``defs/features/checks.py``).
 """
 
 import datetime as dt
