@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -196,13 +197,20 @@ def test_a_worker_dying_between_symbols_costs_no_symbol(tmp_path, always):
 
 def _watched_by_a_step() -> tuple[int, int, int, int]:
     """In a run process: its pid and its parent's, and those of the orchestrator a step
-    started as the multiprocess executor starts one would watch and of that step's parent."""
+    started as the multiprocess executor starts one would watch and of that step's parent
+    (whose forkserver workers, checked here, come from a server of its own)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as steps:
         watched, step_parent = steps.submit(_orchestrator_and_parent_pids).result()
+        step_pid, workers_server_parent = steps.submit(_pid_and_workers_server_parent).result()
+    assert workers_server_parent == step_pid, "the step's workers would outlive it"
     return os.getpid(), os.getppid(), watched, step_parent
+
+
+def _pid_and_workers_server_parent() -> tuple[int, int]:
+    return os.getpid(), _forkserver_workers_server_parent()
 
 
 def _orchestrator_and_parent_pids() -> tuple[int, int]:
@@ -211,11 +219,23 @@ def _orchestrator_and_parent_pids() -> tuple[int, int]:
     return orchestrator().pid, os.getppid()
 
 
+def _forkserver_workers_server_parent() -> int:
+    """In a step: whose child the forkserver of its symbol workers is."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mltrading_assets.workers.isolation import _context
+
+    with ProcessPoolExecutor(1, mp_context=_context("forkserver")) as workers:
+        server = workers.submit(os.getppid).result()
+    return psutil.Process(server).ppid()
+
+
 def test_a_run_forks_its_steps_from_its_own_server_and_each_step_watches_the_run():
     """A run forked from a forkserver that has loaded the code (the code server's, a
     command's) forks its steps from that server too, instead of starting a forkserver of its
     own (~2 s of CPU a run); its steps, siblings of the run, must still watch the run, not
-    the server (a run killed alone would leave its steps running)."""
+    the server (a run killed alone would leave its steps running), and a step's forkserver
+    workers must still be its own descendants (they die with it)."""
     from concurrent.futures import ProcessPoolExecutor
 
     from mltrading_assets.lib import run_processes

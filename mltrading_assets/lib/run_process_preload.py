@@ -12,11 +12,11 @@ import contextlib
 import importlib
 
 from mltrading_assets import trading_calendar
-from mltrading_assets.lib import run_processes
 from mltrading_assets.lib.run_processes import DEFINITIONS_MODULE
+from mltrading_assets.workers import forkservers
 
 # A run forked from here forks its steps from here too (no forkserver of its own).
-run_processes.share_with_children()
+forkservers.share_with_children()
 
 with contextlib.suppress(Exception):
     importlib.import_module(DEFINITIONS_MODULE)

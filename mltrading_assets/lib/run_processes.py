@@ -13,7 +13,6 @@ command starts the server before it loads anything heavy.
 import multiprocessing
 import multiprocessing.forkserver
 import os
-from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 
 from mltrading_assets.names import BROKER_VARIABLE
@@ -40,52 +39,4 @@ def start_early(runs_at_once: int | None) -> bool:
         return False
     context()
     multiprocessing.forkserver.ensure_running()
-    return True
-
-
-def share_with_children() -> None:
-    """In a forkserver, as it loads: let each process it forks start its own processes
-    from it too, while it runs.
-
-    A run forked from this server (the code server's or a command's) executes its steps
-    with the multiprocess executor, which asks multiprocessing for a forkserver of its own:
-    CPython starts one per process that asks (a fresh interpreter importing Dagster, pandas
-    and the definitions, ~2 s of CPU), although the run's process is the child of one that
-    has all of that loaded, whose address it inherits. Its steps are now forked by that
-    server, siblings of their run: each still watches its run (``workers.lifeline`` follows
-    ``multiprocessing.parent_process()``), and its run still hears its exit code. Should the
-    server be gone, a process starts its own as before. CPython internals (3.11: the
-    forkserver module's ``_forkserver``, its address set in ``main`` before any fork, its
-    alive pipe given to each child in ``_serve_one``); test_dead_runs pins them."""
-    server = multiprocessing.forkserver._forkserver  # noqa: SLF001
-    if getattr(server, "shared_with_children", False):
-        return
-    start_own = server.ensure_running
-    server_pid = os.getpid()
-
-    def ensure_running() -> None:
-        inherited = (
-            server._forkserver_pid is None  # noqa: SLF001 (none started by this process)
-            and server._forkserver_alive_fd is not None  # noqa: SLF001
-            and server._forkserver_address is not None  # noqa: SLF001
-        )
-        if inherited and _running(server_pid):
-            resource_tracker.ensure_running()
-            return
-        if inherited:
-            os.close(server._forkserver_alive_fd)  # noqa: SLF001
-            server._forkserver_alive_fd = server._forkserver_address = None  # noqa: SLF001
-        start_own()
-
-    server.ensure_running = ensure_running
-    server.shared_with_children = True
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

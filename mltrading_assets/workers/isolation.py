@@ -21,6 +21,8 @@ from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
 
+from mltrading_assets.workers import forkservers
+
 # Imported once by the fork server, so each new worker starts with them loaded.
 PRELOAD_MODULES = ["mltrading_assets.workers.bar_task", "mltrading_assets.workers.feature_task"]
 
@@ -32,6 +34,8 @@ def _context(start_method: str) -> multiprocessing.context.BaseContext:
     # SQLAlchemy) cost ~1.5 s per run.
     context = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
+        # Workers must be this step's children, to die with it.
+        forkservers.start_own()
         context.set_forkserver_preload(PRELOAD_MODULES)
     return context
 
