@@ -23,6 +23,8 @@ import multiprocessing.forkserver
 import os
 from multiprocessing import resource_tracker
 
+import psutil
+
 
 def share_with_children() -> None:
     """In a forkserver, as it loads: let each process it forks start its own processes
@@ -34,7 +36,7 @@ def share_with_children() -> None:
     server_pid = os.getpid()
 
     def ensure_running() -> None:
-        if _inherited(server) and _running(server_pid):
+        if _inherited(server) and psutil.pid_exists(server_pid):
             resource_tracker.ensure_running()
             return
         start_own()
@@ -61,13 +63,3 @@ def _inherited(server) -> bool:
         and server._forkserver_alive_fd is not None  # noqa: SLF001
         and server._forkserver_address is not None  # noqa: SLF001
     )
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
