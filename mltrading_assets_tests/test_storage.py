@@ -417,6 +417,14 @@ def test_dagster_storage_keeps_its_connections_and_asks_the_catalog_once(
             for _ in range(5):
                 what_the_daemon_and_the_ui_read(other)
         assert (reading.connections, reading.catalog) == (0, 0)
+    # A step's first write is an asset event: it opens the event log's kept connection and
+    # no other (Dagster's own lookup inside the write opened a second one: a step held three).
+    probe = dg.AssetKey("kept_connection_probe")
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as writer:
+        with _Traffic() as writing:
+            writer.report_runless_asset_event(dg.AssetMaterialization(probe))
+        writer.wipe_assets([probe])
+    assert writing.connections == 1
 
 
 def test_the_kept_open_event_log_connection_survives_losing_its_backend(engine, session_instance):

@@ -25,6 +25,7 @@ from dagster import (
     StringSource,
 )
 from dagster._core.asset_graph_view.serializable_entity_subset import SerializableEntitySubset
+from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.asset_check_execution_record import (
@@ -34,6 +35,7 @@ from dagster._core.storage.asset_check_state import AssetCheckState, _process_ru
 from dagster._core.storage.config import pg_config
 from dagster._core.storage.dagster_run import FINISHED_STATUSES, RunsFilter
 from dagster._core.storage.event_log import SqlEventLogStorageTable
+from dagster._core.storage.event_log.migration import ASSET_KEY_INDEX_COLS
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.runs.schema import RunTagsTable
 from dagster._serdes import ConfigurableClassData, serialize_value
@@ -367,7 +369,20 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
             )
         return states
 
+    def _look_up_asset_key_columns(self) -> None:
+        # dagster-postgres asks (once per storage, then cached) whether the asset-key table
+        # has its index columns from inside the transaction that writes an asset event, so
+        # the lookup opened a second connection beside the kept one: each step held three
+        # for a moment, one more than its two storages keep. Asked first, on the kept one.
+        self.has_secondary_index(ASSET_KEY_INDEX_COLS)
+
+    def store_event(self, event: EventLogEntry) -> None:
+        if event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS:
+            self._look_up_asset_key_columns()
+        super().store_event(event)
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        self._look_up_asset_key_columns()
         if events and all(_is_run_check_evaluation(event) for event in events):
             self._store_check_evaluations(events)
             return
