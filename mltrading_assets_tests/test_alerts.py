@@ -311,6 +311,12 @@ def test_through_the_daemon_a_failure_is_told_once_across_a_restart(
         "MLTRADING_SYNTHETIC_AS_OF": AS_OF,
         "MLTRADING_WORKERS": "2",
         "MLTRADING_ALERT_WEBHOOK_URL": webhook.url,
+        # The synthetic bars end at AS_OF, so during a real NYSE session the stale-data
+        # sensor (on the real clock here) would report them: not what this test is about.
+        # More trading hours than have passed since AS_OF (a session has at most 6.5).
+        "MLTRADING_ALERT_STALE_TRADING_HOURS": str(
+            7 * len(pd.bdate_range(AS_OF, pd.Timestamp.now(tz="UTC")))
+        ),
     }
     log_path = tmp_path / "daemon.log"
     daemon = dagster_dev(env, log_path, free_port())
