@@ -245,20 +245,26 @@ def test_a_host_whose_link_is_cut_mid_step_hands_its_step_to_the_other_host(clus
 
 def test_a_run_terminated_mid_step_stops_its_step_on_the_host_and_a_rerun_converges(cluster):
     symbols = _symbols(cluster.yahoo, "TRM", 80)
-    cluster.yahoo.latency_s = 0.5
+    cluster.yahoo.latency_s = 1.0
+    # What the UI's Terminate does first: the run is marked CANCELING. Dagster is imported
+    # before the run starts: on a slow machine the import outlasted the rest of the step.
+    script = (
+        "import dagster as dg, sys; i = dg.DagsterInstance.get(); run_id = input(); "
+        "i.report_run_canceling(i.get_run_by_id(run_id))"
+    )
+    control = {**cluster.env, "DAGSTER_HOME": str(cluster.folder / "control" / "dagster_home")}
+    canceling = subprocess.Popen(
+        [sys.executable, "-c", script], env=control, stdin=subprocess.PIPE, text=True
+    )
     try:
         launch, _ = _launch_while_fetching(cluster, symbols)
         with cluster.engine.connect() as conn:
             run_id, _ = _latest_bars_run(conn, symbols[0])
-        # What the UI's Terminate does first: the run is marked CANCELING.
-        script = (
-            "import dagster as dg, sys; i = dg.DagsterInstance.get(); "
-            "i.report_run_canceling(i.get_run_by_id(sys.argv[1]))"
-        )
-        control = {**cluster.env, "DAGSTER_HOME": str(cluster.folder / "control" / "dagster_home")}
-        subprocess.run([sys.executable, "-c", script, run_id], env=control, check=True)
+        canceling.communicate(run_id + "\n", timeout=60)
+        assert canceling.returncode == 0
         out, _ = launch.communicate(timeout=60)
     finally:
+        canceling.kill()
         cluster.yahoo.latency_s = 0.2
     fetched = sum(cluster.yahoo.stats.chart_requests[s] for s in symbols)
     time.sleep(3)
