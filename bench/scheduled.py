@@ -276,7 +276,7 @@ def scheduled_load(
                 )
             }
             # Serialized, and as stored: PostgreSQL compresses a value only in a row over
-            # ~2 KB (a materialization, not a check evaluation or a planned event).
+            # ~2 KB (a materialization or a run's planned symbols, not a check evaluation).
             event_bytes, stored_bytes = (
                 scalar(
                     f"SELECT coalesce(sum({size}(event)), 0) FROM dagster.event_logs "

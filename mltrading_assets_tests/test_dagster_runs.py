@@ -89,8 +89,9 @@ def test_cli_runs_name_their_code_location(instance, db):
 
 
 def test_events_written_in_batches_keep_one_record_per_partition(instance, db):
-    # Planned events and materializations go to the event log in batches (12 symbols: more
-    # than one progress flush); each partition must still have its own, with its metadata.
+    # Materializations go to the event log in batches (12 symbols: more than one progress
+    # flush); each partition must still have its own, with its metadata. The run plans its
+    # symbols in one event.
     symbols = [f"EV{i:02d}" for i in range(12)]
     register_partitions(instance, symbols)
     [run] = materialize(instance, "market_data", symbols, run_config=run_config())
@@ -100,7 +101,11 @@ def test_events_written_in_batches_keep_one_record_per_partition(instance, db):
         records = instance.get_records_for_run(run.run_id, of_type=event_type, limit=100)
         return sorted(r.event_log_entry.dagster_event.partition for r in records.records)
 
-    assert partitions_of(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED) == symbols
+    [planned] = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    ).records
+    subset = planned.event_log_entry.dagster_event.event_specific_data.partitions_subset
+    assert sorted(subset.get_partition_keys()) == symbols
     # One per partition (a job of one asset needs no result for the range).
     assert partitions_of(dg.DagsterEventType.ASSET_MATERIALIZATION) == symbols
     [record] = instance.get_asset_records([market_data.key])
@@ -206,6 +211,16 @@ def test_a_failing_symbol_fails_alone(instance, db, inject_faults):
         "D": "FAILED",
         "E": "MATERIALIZED",
     }
+    # The run planned its symbols in one event (not one per symbol), and a failed symbol's
+    # partition page still names the run: our storage reads the symbols from that event.
+    planned = [
+        e
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED"
+    ]
+    assert len(planned) == 1
+    latest = instance.get_latest_planned_materialization_info(market_data.key, "C")
+    assert latest is not None and latest.run_id == run.run_id
     failure = next(
         e
         for e in instance.all_logs(run.run_id)
