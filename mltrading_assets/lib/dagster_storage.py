@@ -58,8 +58,8 @@ from mltrading_assets.db.engine import (
 )
 from mltrading_assets.names import CHECKS_RECORD_FAILURES, RunTags
 
-# Dagster hands the events of a batch (a run's ASSET_MATERIALIZATION_PLANNED events, the
-# per-symbol materializations symbol_batch.py logs in batches) to the storage together only
+# Dagster hands the events of a batch (the per-symbol materializations and check
+# evaluations lib/batched_events.py logs in batches) to the storage together only
 # when this variable is above 0; it is read whenever an event is written. Every process
 # that opens this instance (webserver, daemon, run and step workers, the CLI) imports this
 # module first, so the default is set here; a value in the environment wins, 0 turns it off.
@@ -255,15 +255,10 @@ class KeptConnectionPostgresScheduleStorage(_KeptConnection, PostgresScheduleSto
 
 
 class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
-    """dagster-postgres' event log, writing a batch of planned events in one INSERT.
-
-    A run over N symbol partitions logs N ``ASSET_MATERIALIZATION_PLANNED`` events before it
-    starts. dagster-postgres batches materializations but writes planned events one by one
-    (an INSERT, a NOTIFY and an asset-key UPDATE, each committed: ~3.5 ms), which was 7 s of
-    every 1,000-symbol refresh. Here they are one multi-row INSERT and one asset-key update
-    per asset (from its last event, as dagster-postgres does for materializations); planned
-    events carry no tags to index. A run's planned check executions keep one symbol each
-    (``_store_asset_check_evaluation_planned``).
+    """dagster-postgres' event log with a kept-open connection: a run plans its symbols in
+    one event per asset, writes its check evaluations in batches, and keeps one symbol in
+    each planned check execution; a check's status per symbol is computed with sets. Each
+    method says why.
     """
 
     def has_table(self, table_name: str) -> bool:
@@ -389,21 +384,7 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
         if events and all(_is_run_check_evaluation(event) for event in events):
             self._store_check_evaluations(events)
             return
-        planned = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-        if not events or any(event.dagster_event_type != planned for event in events):
-            super().store_event_batch(events)
-            return
-        with self._connect() as conn:
-            result = conn.execute(
-                self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
-            )
-            event_ids = [int(row[0]) for row in result.fetchall()]
-        last_by_asset = {}
-        for event, event_id in zip(events, event_ids, strict=True):
-            last_by_asset[event.get_dagster_event().asset_key] = (event, event_id)
-        with self.index_transaction() as conn:
-            for event, event_id in last_by_asset.values():
-                self._store_asset_event(conn, event, event_id)
+        super().store_event_batch(events)
 
     # A run over N symbols planned its materializations as N events per asset (~0.8 KB each,
     # too small for PostgreSQL to compress): 1.6 KB of every symbol's 3.8 KB of event log a
