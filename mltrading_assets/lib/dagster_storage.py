@@ -380,10 +380,10 @@ class BatchingPostgresEventLogStorage(_KeptConnection, PostgresEventLogStorage):
         super().store_event(event)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        self._look_up_asset_key_columns()
         if events and all(_is_run_check_evaluation(event) for event in events):
             self._store_check_evaluations(events)
             return
+        self._look_up_asset_key_columns()
         super().store_event_batch(events)
 
     # A run over N symbols planned its materializations as N events per asset (~0.8 KB each,
