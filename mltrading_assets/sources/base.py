@@ -90,7 +90,9 @@ class BarSource(ABC):
             empty.index.name = "timestamp"
             return empty.astype(float), no_actions()
         actions = _actions(raw, symbol)
-        bars = validate_bars(raw[BAR_COLUMNS], symbol)
+        # Sources build their frames in BAR_COLUMNS, in order: selecting them again would
+        # cost ~0.25 ms (a pandas 3 column-list selection), ~3 % of an hourly refresh.
+        bars = validate_bars(raw if list(raw.columns) == BAR_COLUMNS else raw[BAR_COLUMNS], symbol)
         # Already BAR_COLUMNS, in order: a row mask alone (a column list costs ~0.3 ms).
         bars = bars[(bars.index >= start) & (bars.index < end)]
         bars.index.name = "timestamp"
