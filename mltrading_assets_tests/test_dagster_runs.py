@@ -232,6 +232,16 @@ def test_a_failing_symbol_fails_alone(instance, db, inject_faults):
     assert "worker process died" in text
     assert "timed out after 5 s" in text
 
+    # Wiping the asset's materializations forgets the run's plan too, as Dagster forgets its
+    # own per-symbol plans: once a later run rebuilds the status, the symbols that failed
+    # before the wipe are missing, no longer failed.
+    instance.wipe_assets([market_data.key])
+    assert instance.get_latest_planned_materialization_info(market_data.key, "C") is None
+    [later] = materialize(instance, "market_data", ["A"], run_config=config)
+    assert later.success
+    status = instance.get_status_by_partition(market_data.key, symbols, symbol_partitions)
+    assert {k: v.value for k, v in status.items() if v is not None} == {"A": "MATERIALIZED"}
+
 
 def test_rebuild_reloads_and_recomputes_every_active_symbol(instance, db):
     from mltrading_assets.db.symbols import add_symbols
