@@ -14,10 +14,10 @@ from dagster._core.storage.tags import (  # Dagster's own tag names (1.13.27)
 # Dagster pays ~2 s per run; one run per symbol would be slower than the system we replace.
 # Backfills and schedules group symbols into runs of this size instead.
 SYMBOLS_PER_RUN = int(os.environ.get("MLTRADING_SYMBOLS_PER_RUN", "500"))
-# Beyond this many ranges, runs grow instead: each run also costs ~7 CPU-seconds of its own
-# (two interpreters loading the code, a forkserver, its events), ~280 of a 10,000-symbol
-# tick's at 500 symbols a run. Enough ranges stay for a range's features to overlap the next
-# range's bars, and to keep a few worker hosts busy.
+# Beyond this many ranges, runs grow instead: each run's start and end leave cores idle (the
+# next bars run waits for the source pool), so at 10,000 symbols 12 ranges made a tick slower
+# than 8. Enough ranges stay for a range's features to overlap the next range's bars, and to
+# keep a few worker hosts busy.
 MAX_RANGES = int(os.environ.get("MLTRADING_MAX_RANGES", "8"))
 
 # Runs stop after this long (run monitoring): a stuck source must not hold the queue forever.
