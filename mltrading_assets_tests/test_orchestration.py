@@ -175,7 +175,39 @@ def test_features_follow_a_finished_data_run_exactly_once(instance, universe):
         run_config=run_config(),
         tags={RunTags.FEATURES_AFTER: run.run_id},
     )
-    assert isinstance(features_after_market_data(context), dg.SkipReason)
+    assert features_after_market_data(context) is None
+
+
+def test_one_tick_follows_a_data_run_behind_runs_it_skips(instance, universe):
+    universe(["AAPL", "MSFT"])
+    cursor = features_after_market_data.evaluate_tick(dg.build_sensor_context(instance)).cursor
+    [followed] = materialize(instance, "market_data", ["MSFT"], run_config=run_config())
+    materialize(
+        instance,
+        "features",
+        ["MSFT"],
+        run_config=run_config(),
+        tags={RunTags.FEATURES_AFTER: followed.run_id},
+    )
+    [data_run] = materialize(instance, "market_data", ["AAPL"], run_config=run_config())
+    # The daemon's view: one tick of the sensor in the runs' own code location, over every
+    # run finished since its cursor. Two to pass over first (one followed already, one no
+    # data run): the features are requested in this tick, not two ticks later.
+    origin = instance.get_run_by_id(data_run.run_id).remote_job_origin.repository_origin
+    result = features_after_market_data.evaluate_tick(
+        dg.SensorEvaluationContext(
+            instance_ref=None,
+            last_tick_completion_time=None,
+            last_run_key=None,
+            cursor=cursor,
+            repository_name=origin.repository_name,
+            code_location_origin=origin.code_location_origin,
+            instance=instance,
+        )
+    )
+    [request] = result.run_requests
+    assert request.tags[RunTags.FEATURES_AFTER] == data_run.run_id
+    assert request.tags["dagster/asset_partition_range_start"] == "AAPL"
 
 
 def test_universe_sensor_adds_partitions_and_loads_history_of_new_symbols(

@@ -64,22 +64,30 @@ def requests_after(
 
 def follow_up_sensors(
     job: AssetJob,
-    follow: Callable[[dg.RunStatusSensorContext], list[dg.RunRequest] | dg.SkipReason],
+    follow: Callable[[dg.RunStatusSensorContext], list[dg.RunRequest] | dg.SkipReason | None],
     on_success: tuple[str, str],
     on_failure: tuple[str, str],
 ) -> tuple[dg.RunStatusSensorDefinition, dg.RunStatusSensorDefinition]:
     """Two run-status sensors (name, description) that request ``job`` through ``follow``:
     one for runs that succeeded, one for runs that failed (a partly failed run still wrote
-    its good symbols)."""
+    its good symbols).
+
+    ``follow`` returns None for a run that is none of its business (another job's, or one
+    followed already): Dagster 1.13 ends a run-status sensor's tick at the first finished
+    run for which the function returns anything, a SkipReason included, so a checks run that
+    ended just before a bars run cost that run's follow-up a whole sensor loop (5 s), two
+    such runs 10. None moves on to the next finished run in the same tick
+    (``test_one_tick_follows_a_data_run_behind_runs_it_skips``)."""
 
     def sensor(status: dg.DagsterRunStatus, name: str, description: str):
         @dg.run_status_sensor(
             name=name,
             run_status=status,
             request_job=job,
-            # The daemon's sensor loop runs every 5 s: a range's features start as soon as
-            # it can see the bars are in (at 10 s, each tick waited ~7 s more per range).
-            minimum_interval_seconds=5,
+            # Below the daemon's 5 s sensor loop, so every loop evaluates it: at 5 s, a loop
+            # that came a few milliseconds early skipped it, and a range's features waited
+            # 10 s to be requested (at 10 s, ~7 s more per range than at 5).
+            minimum_interval_seconds=1,
             default_status=dg.DefaultSensorStatus.RUNNING,
             description=description,
         )

@@ -18,14 +18,16 @@ from mltrading_assets.names import RunTags
 
 def _follow(context: dg.RunStatusSensorContext):
     run = context.dagster_run
+    # None for a run with nothing to follow, so the tick moves on (see follow_up_sensors):
+    # not a bars run, a run that computed the features itself, or one followed already.
     if not materialized_by(run, market_data_job, market_data.key):
-        return dg.SkipReason(f"run {run.run_id} did not materialize market_data")
+        return None
     if run.status == dg.DagsterRunStatus.SUCCESS and feature_engineered_data.key in (
         run.asset_selection or ()
     ):
-        return dg.SkipReason(f"run {run.run_id} computed the features itself")
+        return None
     if followed_already(context.instance, run, RunTags.FEATURES_AFTER):
-        return dg.SkipReason(f"features for run {run.run_id} were already requested")
+        return None
     return features_requests_after(context.instance, run) or dg.SkipReason(
         f"run {run.run_id} covered no valid symbol partition"
     )

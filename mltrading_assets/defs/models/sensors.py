@@ -22,12 +22,13 @@ from mltrading_assets.names import RunTags
 
 def _follow_features(context: dg.RunStatusSensorContext):
     run = context.dagster_run
+    # None for a run with nothing to follow, so the tick moves on (see follow_up_sensors).
     if not materialized_by(run, features_job, feature_engineered_data.key):
-        return dg.SkipReason(f"run {run.run_id} did not compute features")
+        return None
     if context.instance.get_latest_materialization_event(champion_model.key) is None:
         return dg.SkipReason("no champion model yet: nothing to predict with")
     if followed_already(context.instance, run, RunTags.PREDICTIONS_AFTER):
-        return dg.SkipReason(f"predictions for run {run.run_id} were already requested")
+        return None
     requests = requests_after(
         context.instance, run, model_predictions_job.name, RunTags.PREDICTIONS_AFTER, "predictions"
     )
