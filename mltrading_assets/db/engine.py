@@ -42,9 +42,11 @@ SERVER_KEEPALIVES = " ".join(
 
 
 def create_app_engine(
-    url: str, pool_size: int = 5, application_name: str = "mltrading"
+    url: str, pool_size: int = 5, application_name: str = "mltrading", pre_ping: bool = True
 ) -> sa.Engine:
-    """Engine for the application tables, with a hard bound on its connections."""
+    """Engine for the application tables, with a hard bound on its connections. Without
+    ``pre_ping``, a connection the server dropped fails its first statement instead of being
+    replaced at checkout: for callers that retry on a lost connection anyway."""
     parsed = _psycopg2(url)
     connect_args: dict = {"application_name": application_name, **KEEPALIVES}
     if "options" not in parsed.query:
@@ -53,7 +55,7 @@ def create_app_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=0,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args=connect_args,
     )
 
