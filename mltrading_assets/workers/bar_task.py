@@ -219,8 +219,8 @@ def describe(
 
 def load_bars(worker: Worker, symbol: str) -> dict[str, Any]:
     source = worker.source
-    # One checkout per symbol; no transaction stays open while the
-    # source is asked, which can take seconds.
+    # One checkout per symbol; no transaction stays open while the source is asked, which
+    # can take seconds.
     with worker.engine.connect() as conn, worker.slots_on(conn):
         window = plan(conn, worker.spec, source, symbol)
         conn.rollback()
