@@ -69,13 +69,22 @@ def _holder(application_name: str) -> str:
 
 
 def _market_hours_after(start: str, count: int) -> list[str]:
-    """The next ``count`` top-of-the-hour ticks the schedule would run (NYSE hours)."""
+    """The next ``count`` ticks the market-data schedule would run: its cron's, less the
+    hours NYSE is closed (holidays, after an early close)."""
+    from dagster._utils.schedules import cron_string_iterator  # Dagster's own (1.13.27)
+
+    from mltrading_assets.defs.market_data.schedules import market_data_schedule
     from mltrading_assets.trading_calendar import market_hours_skip_reason
 
-    ticks, moment = [], pd.Timestamp(start).floor("h")
+    cron = cron_string_iterator(
+        pd.Timestamp(start).timestamp(),
+        market_data_schedule.cron_schedule,
+        market_data_schedule.execution_timezone,
+    )
+    ticks: list[str] = []
     while len(ticks) < count:
-        moment += pd.Timedelta(hours=1)
-        if not market_hours_skip_reason(moment):
+        moment = pd.Timestamp(next(cron)).tz_convert("UTC")
+        if moment > pd.Timestamp(start) and not market_hours_skip_reason(moment):
             ticks.append(moment.isoformat())
     return ticks
 
