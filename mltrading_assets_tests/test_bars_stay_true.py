@@ -9,6 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from mltrading_assets.db.bars import read_bars
+from mltrading_assets.db.corporate_actions import basis_change
+from mltrading_assets.db.tables import market_data
 from mltrading_assets.features import compute_features
 from mltrading_assets.names import MetadataKeys, RunTags
 from mltrading_assets.sources.yahoo import YahooSource
@@ -110,6 +112,27 @@ def test_a_silent_back_adjustment_is_detected_in_the_overlap(yahoo, spec, db):
     rows = stored(db, "MSFT")
     np.testing.assert_allclose(rows["close"], yahoo.bars("MSFT").loc[rows.index, "close"])
     assert actions(db, "MSFT") == []  # nothing was reported, nothing is invented
+
+
+def test_a_silent_back_adjustment_is_seen_through_the_sources_rounding(db):
+    # As Yahoo sends them: prices rounded to 4 decimals, before and after a silent 3:1.
+    # At ~$20 the ratios of the older bars then differ by up to ~5e-6 among themselves.
+    hours = pd.date_range("2026-11-30 14:30", periods=8, freq="h", tz="UTC")
+    closes = np.round(np.linspace(20.1234, 21.9876, len(hours)), 4)
+    with db.begin() as conn:
+        conn.execute(
+            market_data.insert(),
+            [
+                {"symbol": "MSFT", "timestamp": t, "source": "yahoo"}
+                | dict.fromkeys(["open", "high", "low", "close", "adj_close", "volume"], c)
+                for t, c in zip(hours, closes.tolist(), strict=True)
+            ],
+        )
+        fetched = pd.DataFrame({"close": np.round(closes / 3, 4)}, index=hours)
+        fetched.iloc[4:] = closes[4:, None]  # the bars stored after the adjustment
+        rebase = basis_change(conn, "MSFT", "yahoo", fetched, pd.DataFrame(), hours[-1])
+    assert rebase is not None
+    assert rebase[0] == pytest.approx(3, rel=1e-5)
 
 
 def test_bars_older_than_the_source_serves_are_adjusted_by_the_ratio(yahoo, spec, db, monkeypatch):

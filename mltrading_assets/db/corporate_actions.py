@@ -16,8 +16,11 @@ from sqlalchemy.dialects import postgresql
 
 from mltrading_assets.db.tables import corporate_actions
 
-# Overlap bars whose stored/fetched close ratios agree this closely share one factor.
+# Overlap bars whose stored/fetched close ratios agree this closely share one factor, beyond
+# what the rounding of both prices explains.
 _SAME_RATIO = 1e-6
+# Yahoo sends prices rounded to 4 decimals: each of the two closes is off by up to half that.
+_HALF_A_TICK = 5e-5
 # A factor this far from 1 is a change of basis, not a revision of a few prices.
 _BASIS_CHANGE = 1e-3
 
@@ -119,7 +122,11 @@ def basis_change(
     if leading < 2 or off[leading:].any():
         return None
     factor = float(np.median(ratios[:leading]))
-    if np.all(np.abs(ratios[:leading] / factor - 1) <= _SAME_RATIO):
+    # stored ≈ factor × fetched, each rounded: |stored − factor × fetched| ≤ half a tick
+    # × (1 + factor), so the ratios of a $60 price split 3:1 may differ by 1.1e-6.
+    fetched_close = fetched["close"].to_numpy()[in_fetched][:leading]
+    rounding = _HALF_A_TICK * (1 + factor) / (factor * np.abs(fetched_close))
+    if np.all(np.abs(ratios[:leading] / factor - 1) <= _SAME_RATIO + rounding):
         return factor, (
             f"the {leading} oldest overlapping bars are {factor:.6g}x the source's price "
             "(a back-adjustment without an event)"
