@@ -76,15 +76,16 @@ def _market_hours_after(start: str, count: int) -> list[str]:
     from mltrading_assets.defs.market_data.schedules import market_data_schedule
     from mltrading_assets.trading_calendar import market_hours_skip_reason
 
+    after = pd.Timestamp(start)
     cron = cron_string_iterator(
-        pd.Timestamp(start).timestamp(),
+        after.timestamp(),
         market_data_schedule.cron_schedule,
         market_data_schedule.execution_timezone,
     )
     ticks: list[str] = []
     while len(ticks) < count:
         moment = pd.Timestamp(next(cron)).tz_convert("UTC")
-        if moment > pd.Timestamp(start) and not market_hours_skip_reason(moment):
+        if moment > after and not market_hours_skip_reason(moment):
             ticks.append(moment.isoformat())
     return ticks
 

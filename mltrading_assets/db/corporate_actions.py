@@ -114,7 +114,8 @@ def basis_change(
     )
     if len(in_stored) < 2:
         return None
-    ratios = stored_close[in_stored] / fetched["close"].to_numpy()[in_fetched]
+    fetched_close = fetched["close"].to_numpy()[in_fetched]
+    ratios = stored_close[in_stored] / fetched_close
     off = np.abs(ratios - 1) > _BASIS_CHANGE
     # The bars off the source's basis must be the oldest ones (bars stored after the source
     # moved are already on it), at least two, and all off by the same factor.
@@ -124,8 +125,7 @@ def basis_change(
     factor = float(np.median(ratios[:leading]))
     # stored ≈ factor × fetched, each rounded: |stored − factor × fetched| ≤ half a tick
     # × (1 + factor), so the ratios of a $60 price split 3:1 may differ by 1.1e-6.
-    fetched_close = fetched["close"].to_numpy()[in_fetched][:leading]
-    rounding = _HALF_A_TICK * (1 + factor) / (factor * np.abs(fetched_close))
+    rounding = _HALF_A_TICK * (1 + factor) / (factor * np.abs(fetched_close[:leading]))
     if np.all(np.abs(ratios[:leading] / factor - 1) <= _SAME_RATIO + rounding):
         return factor, (
             f"the {leading} oldest overlapping bars are {factor:.6g}x the source's price "
