@@ -105,7 +105,7 @@ def test_the_early_close_hour_itself_still_runs(instance, universe, database_url
     assert len(requests) == 1
 
 
-def test_hourly_checks_record_failures_and_the_run_after_the_close_every_symbol(
+def test_scheduled_checks_record_failures_the_run_after_the_close_included(
     instance, universe, database_url
 ):
     universe(["AAPL"])
@@ -121,9 +121,9 @@ def test_hourly_checks_record_failures_and_the_run_after_the_close_every_symbol(
     [hourly] = checks_at("2026-11-24 15:30")
     assert hourly.tags[RunTags.CHECKS_RECORD] == CHECKS_RECORD_FAILURES
     [after_close] = checks_at("2026-11-24 16:30")  # the session's last bars came at 16:00
-    assert RunTags.CHECKS_RECORD not in after_close.tags
+    assert after_close.tags[RunTags.CHECKS_RECORD] == CHECKS_RECORD_FAILURES
     [early_close] = checks_at("2026-11-27 13:30")  # NYSE closed at 13:00 that day
-    assert RunTags.CHECKS_RECORD not in early_close.tags
+    assert early_close.tags[RunTags.CHECKS_RECORD] == CHECKS_RECORD_FAILURES
     assert isinstance(checks_at("2026-11-27 14:30"), dg.SkipReason)
 
 

@@ -99,20 +99,18 @@ def check_tick_requests(partitions: ActivePartitions, tick: pd.Timestamp, prefix
     """The quality checks' runs at ``tick``, half past a market hour, over the bars and
     features that hour's tick stored (the one half an hour after the close included).
 
-    During the session a run records a per-symbol evaluation only for the symbols that fail.
-    Dagster clears a partition's check status at its next materialization, an hour later,
-    so a passing evaluation said little for long, and eight of them per symbol and hour
-    were two thirds of the event log and half of what the check runs cost. Each check
-    still records its run's summary (symbols checked, which failed). The run after the
-    close records every symbol: the session's verdict, current until the next session's
-    first tick."""
-    after_close = market_hours_skip_reason(tick) is not None
+    A scheduled run records a per-symbol evaluation only for the symbols that fail, and
+    each check's summary for the run (symbols checked, which failed). Dagster clears a
+    partition's check status at its next materialization, so a passing evaluation said
+    little for long, and recording every symbol's eight verdicts wrote ~13 MB per 1,000
+    symbols and run to the event log (each too small for PostgreSQL to compress). A run
+    launched from the UI records every symbol."""
     return tick_requests(
         partitions,
         tick,
         prefix,
         market_hour=tick.floor("h"),
-        tags=None if after_close else {RunTags.CHECKS_RECORD: CHECKS_RECORD_FAILURES},
+        tags={RunTags.CHECKS_RECORD: CHECKS_RECORD_FAILURES},
     )
 
 
