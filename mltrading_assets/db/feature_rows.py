@@ -25,9 +25,11 @@ RECENT_WINDOW = REFILL_WINDOW
 # writer's feature set and version, and rows before that bar were current already, so after
 # any write all rows are alike; the newest row tells whether they are stale, and then
 # everything is, from the first row (one index probe instead of reading every row).
+# MATERIALIZED: inlined, PostgreSQL planned and ran the probes once per use of `ends` (six
+# times; 1.3 ms of planning and 0.3 of execution against 0.2 and 0.1, at 10,000 symbols).
 _COMPARE_FROM = sa.text(
     """
-    WITH ends AS (
+    WITH ends AS MATERIALIZED (
         -- Index probes: the symbol's newest and oldest feature rows, and its first bar.
         SELECT
             (SELECT max("timestamp") FROM public.feature_engineered_data
